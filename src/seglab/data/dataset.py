@@ -1,0 +1,67 @@
+"""The dataset type every source turns into: uint8 image and mask tensors decoded and resized once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+class SegmentationSource(Protocol):
+    """Where samples come from (a dataset on disk, a generator). cache.py turns a source into arrays.
+
+    load(i) returns an 8-bit RGB PIL image and a uint8 class-id mask (H, W) of the same size (255 = ignore).
+    fingerprint() changes whenever the samples would change (files, their sizes and times, generator seed).
+    """
+
+    name: str
+    split: str
+    class_names: tuple[str, ...]
+
+    def __len__(self) -> int: ...
+
+    def sample_id(self, i: int) -> str: ...
+
+    def load(self, i: int) -> tuple[Image.Image, np.ndarray]: ...
+
+    def fingerprint(self) -> str: ...
+
+
+@dataclass
+class SegmentationDataset(torch.utils.data.Dataset):
+    """A split held as uint8 tensors: images (N, 3, H, W) and masks (N, H, W), 255 = ignore.
+
+    Indexing gives (image float (3, H, W) in [0, 1], mask int64 (H, W)), the library's conventions.
+    Training moves the whole uint8 tensors to the device and augments batches there (see augment.py).
+    """
+
+    name: str
+    split: str
+    images: torch.Tensor
+    masks: torch.Tensor
+    class_names: tuple[str, ...]
+    ids: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason) left out by skip_bad
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return int(self.images.shape[-2]), int(self.images.shape[-1])
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i].float().div(255.0), self.masks[i].long()
+
+    def __repr__(self) -> str:
+        return (
+            f"SegmentationDataset(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"size={self.image_size}, classes={self.class_names})"
+        )

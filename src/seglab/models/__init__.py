@@ -1,0 +1,117 @@
+"""The model registry: build_model(name, num_classes=3, image_size=128, **overrides) and list_models().
+
+Every model takes images (B, 3, H, W) in [0, 1] and returns logits (B, num_classes, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+from torch import nn
+
+from ..errors import SeglabError
+from .vit import VisionTransformerArgs, VisionTransformerForSegmentation
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    build: Callable[..., nn.Module]  # (num_classes, image_size, **overrides) -> model
+    description: str
+    published: str = ""  # the figure the article or paper gives, if any
+
+
+def _vit(**preset: Any) -> Callable[..., nn.Module]:
+    def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
+        names = {f.name for f in fields(VisionTransformerArgs)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise SeglabError(f"unknown option(s) for a ViT: {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        kwargs = {**preset, **overrides, "image_size": image_size, "out_channels": num_classes}
+        try:
+            args = VisionTransformerArgs(**kwargs)
+        except ValueError as e:
+            raise SeglabError(f"invalid ViT options: {e}") from None
+        return VisionTransformerForSegmentation(args)
+
+    return build
+
+
+def _segformer(variant: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
+        from .segformer import build_segformer  # imported on use: the module is large
+
+        return build_segformer(variant, num_classes=num_classes, image_size=image_size, **overrides)
+
+    return build
+
+
+def _segnet(separable: bool, faithful: bool) -> Callable[..., nn.Module]:
+    def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
+        from .cnn import build_segnet
+
+        return build_segnet(num_classes=num_classes, image_size=image_size, separable=separable,
+                            faithful=faithful, **overrides)
+
+    return build
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def _register(entry: ModelEntry) -> None:
+    _REGISTRY[entry.name] = entry
+
+
+_register(ModelEntry("vit", _vit(), "the article's ViT: 16x16 patches, 768 wide, 12 blocks, 8 heads", "86.28M params"))
+_register(ModelEntry("vit-p8", _vit(patch_size=8), "the article's ViT with 8x8 patches (4x the tokens)"))
+_register(ModelEntry("vit-mlp-head", _vit(head="mlp"), "the article's ViT with an MLP output head"))
+_register(ModelEntry("vit-upsample", _vit(head="upsample"), "the article's ViT with a learned upsampling head"))
+_register(ModelEntry("vit-small", _vit(embed_size=192, num_blocks=4, num_heads=3, patch_size=8, dropout=0.1),
+                     "a small ViT (192 wide, 4 blocks, 8x8 patches) for CPU runs and the demo"))
+for _v, _pub in zip(("b0", "b1", "b2", "b3", "b4", "b5"), ("3.8M", "13.7M", "27.5M", "47.3M", "64.1M", "84.7M")):
+    _register(ModelEntry(f"segformer-{_v}", _segformer(_v), f"SegFormer-{_v.upper()} (Xie et al. 2021)",
+                         f"{_pub} params (paper, ADE20K head)"))
+_register(ModelEntry("segnet", _segnet(False, True), "the series' SegNet-style CNN (Part 2), faithful final ReLU",
+                     "15,274,892 params; 88.28% pixel acc."))
+_register(ModelEntry("segnet-head", _segnet(False, False), "segnet with a 1x1 classifier head instead of the final ReLU"))
+_register(ModelEntry("segnet-dsc", _segnet(True, True), "segnet with depthwise-separable convs (Part 3)",
+                     "1,749,671 params"))
+_register(ModelEntry("segnet-dsc-head", _segnet(True, False), "segnet-dsc with a 1x1 classifier head"))
+
+
+def list_models() -> list[str]:
+    """Names of the registered models."""
+    return list(_REGISTRY)
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise SeglabError(f"unknown model {name!r}; choose one of: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def build_model(name: str, num_classes: int = 3, image_size: int = 128, **overrides: Any) -> nn.Module:
+    """Build a registered model; overrides change its config fields (e.g. embed_size=512 for `vit`).
+
+    The returned module carries `seglab_spec` (name, num_classes, image_size, overrides) so checkpoints can
+    rebuild it.
+    """
+    if num_classes < 1:
+        raise SeglabError(f"num_classes must be at least 1, not {num_classes}")
+    if image_size < 1:
+        raise SeglabError(f"image_size must be positive, not {image_size}")
+    model = model_entry(name).build(num_classes, image_size, **overrides)
+    model.seglab_spec = {"name": name, "num_classes": num_classes, "image_size": image_size,
+                         "overrides": {k: v for k, v in overrides.items() if k != "weights"}}
+    return model
+
+
+__all__ = [
+    "VisionTransformerArgs",
+    "VisionTransformerForSegmentation",
+    "build_model",
+    "list_models",
+    "model_entry",
+]
