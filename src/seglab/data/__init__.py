@@ -1,0 +1,73 @@
+"""The dataset registry: build_dataset(name, split, root=..., download=False, ...).
+
+Every dataset goes the same way: a source (files on disk or a generator) is decoded and resized once into a
+uint8 cache (cache.py), then held in memory as a SegmentationDataset; augmentation runs batched on the
+training device (augment.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import SeglabError
+from .cache import data_home, load_cached
+from .dataset import SegmentationDataset, SegmentationSource
+
+DATASETS = ("oxford-pets", "folder", "synthetic")
+
+
+def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    h, w = (int(v) for v in image_size)
+    if h < 1 or w < 1:
+        raise SeglabError(f"image_size must be positive, not {image_size}")
+    return h, w
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    root: str | Path | None = None,
+    download: bool = False,
+    image_size: int | tuple[int, int] = 128,
+    interpolation: str = "nearest",
+    cache_dir: str | Path | None = None,
+    skip_bad: bool = False,
+    quiet: bool = False,
+    **options: Any,
+) -> SegmentationDataset:
+    """Load a split of a named dataset, resized to image_size, as uint8 tensors held in memory.
+
+    name: "oxford-pets" (splits trainval, test; options: mirror), "folder" (root required; splits all, train,
+    val or a subfolder; options: num_classes) or "synthetic" (splits train, val; options: count, seed).
+    interpolation applies to images ("nearest" is the article's recipe); masks are always resized by nearest.
+    """
+    size = _size(image_size)
+    if name == "oxford-pets":
+        from .oxford_pets import build_oxford_pets
+
+        return build_oxford_pets(split, root=root, download=download, image_size=size, interpolation=interpolation,
+                                 cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, **options)
+    if name == "folder":
+        from .folders import FolderSource
+
+        if root is None:
+            raise SeglabError("the folder dataset needs a root: --data-root PATH (a folder with images/ and masks/)")
+        source: SegmentationSource = FolderSource(root, split, **options)
+    elif name == "synthetic":
+        from .synthetic import SyntheticSource
+
+        unknown = set(options) - {"count", "seed", "border"}
+        if unknown:
+            raise SeglabError(f"unknown option(s) for synthetic: {', '.join(sorted(unknown))}")
+        count = options.get("count", 512 if split in ("train", "trainval") else 128)
+        source = SyntheticSource(split, count=count, size=max(size), seed=options.get("seed", 0),
+                                 border=options.get("border"))
+    else:
+        raise SeglabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    return load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
+
+
+__all__ = ["DATASETS", "SegmentationDataset", "build_dataset", "data_home"]

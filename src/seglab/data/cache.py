@@ -83,8 +83,8 @@ def load_cached(
     return SegmentationDataset(
         name=source.name,
         split=source.split,
-        images=torch.from_numpy(np.ascontiguousarray(images)),  # (N, 3, H, W) uint8, read once into memory
-        masks=torch.from_numpy(np.ascontiguousarray(masks)),  # (N, H, W) uint8
+        images=torch.from_numpy(np.array(images)),  # (N, 3, H, W) uint8, copied once from the map into memory
+        masks=torch.from_numpy(np.array(masks)),  # (N, H, W) uint8
         class_names=tuple(meta["class_names"]),
         ids=meta["ids"],
         skipped=[tuple(s) for s in meta["skipped"]],

@@ -51,6 +51,11 @@ def _segnet(separable: bool, faithful: bool) -> Callable[..., nn.Module]:
     def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
         from .cnn import build_segnet
 
+        fixed = sorted({"separable", "faithful"} & set(overrides))
+        if fixed:
+            raise SeglabError(f"{', '.join(fixed)} is fixed by the model name; choose segnet, segnet-head, "
+                              "segnet-dsc or segnet-dsc-head instead")
+
         return build_segnet(num_classes=num_classes, image_size=image_size, separable=separable,
                             faithful=faithful, **overrides)
 

@@ -1,0 +1,396 @@
+"""train(): the training loop. Data cached as uint8 on the device and augmented there, bf16 autocast on CUDA,
+optional torch.compile, DDP under torchrun, atomic checkpoints every epoch, exact resume.
+
+Determinism: every epoch reseeds its own random streams from (seed, epoch) — the shuffle, the augmentation and
+dropout — so a run resumed at an epoch boundary replays exactly what an uninterrupted run does (on CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from . import distributed as dist
+from .checkpoint import load_weights, read_checkpoint, restore_optimizer, save_checkpoint
+from .config import TrainConfig
+from .data import SegmentationDataset, build_dataset
+from .data.augment import AugmentConfig, augment_batch, to_float
+from .errors import SeglabError
+from .metrics import IGNORE_INDEX, ConfusionMatrix
+from .models import build_model
+from .viz import grid_image, save_curves, save_gif
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict[str, float]  # the last epoch's row of metrics.csv
+    history: list[dict[str, float]] = field(default_factory=list)
+    model: nn.Module | None = None  # the trained model (unwrapped from DDP / compile)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu for "auto"; a named device must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SeglabError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SeglabError("--device mps: MPS is not available on this machine; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast_for(device: torch.device, amp: str) -> torch.autocast:
+    """bf16 autocast on CUDA when amp is auto, anywhere when bf16, never when off."""
+    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
+    """The training and validation splits of cfg.dataset at cfg.image_size."""
+    def one(split: str, samples: int | None) -> SegmentationDataset:
+        options: dict[str, Any] = {}
+        if cfg.dataset == "synthetic":
+            options = {"seed": cfg.seed} if samples is None else {"count": samples, "seed": cfg.seed}
+        ds = build_dataset(cfg.dataset, split, root=cfg.data_root, download=cfg.download, image_size=cfg.image_size,
+                           interpolation=cfg.interpolation, skip_bad=cfg.skip_bad, quiet=cfg.quiet, **options)
+        if samples is not None and cfg.dataset != "synthetic" and samples < len(ds):
+            ds = dataclasses.replace(ds, images=ds.images[:samples], masks=ds.masks[:samples], ids=ds.ids[:samples])
+        return ds
+
+    if dist.is_main():  # rank 0 builds the caches; the others then read them
+        train_ds = one(cfg.train_split, cfg.train_samples)
+        val_ds = one(cfg.val_split, cfg.val_samples)
+        dist.barrier()
+    else:
+        dist.barrier()
+        train_ds = one(cfg.train_split, cfg.train_samples)
+        val_ds = one(cfg.val_split, cfg.val_samples)
+    if train_ds.class_names != val_ds.class_names:
+        raise SeglabError(f"train and val splits disagree on classes: {train_ds.class_names} vs {val_ds.class_names}")
+    return train_ds, val_ds
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> tuple[Any, bool]:
+    """(scheduler, stepped per optimizer step?). StepLR steps once per epoch, as in the article."""
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), False
+    if cfg.scheduler == "none":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0), False
+    total = cfg.epochs * steps_per_epoch
+    warm = int(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+                                                   pct_start=max(warm / total, 0.05)), True
+    power = 1.0 if cfg.scheduler == "poly" else None
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return (1.0 - t) ** power if power else 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    amp: str = "auto",
+    quiet: bool = True,
+) -> dict[str, float]:
+    """Exact metrics over a whole split: pixel accuracy, the article's IoU, per-class IoU, mIoU and the loss.
+
+    Under torchrun each rank evaluates its shard and the confusion matrices are summed over ranks.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(dataset.num_classes, device=device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    pixels = torch.zeros((), dtype=torch.float64, device=device)
+    idx = torch.arange(dist.rank(), len(dataset), dist.world_size())
+    for start in tqdm(range(0, len(idx), batch_size), desc="eval", disable=quiet, leave=False):
+        b = idx[start:start + batch_size]
+        x = to_float(dataset.images[b].to(device, non_blocking=True))  # (B, 3, H, W)
+        y = dataset.masks[b].to(device, non_blocking=True).long()  # (B, H, W)
+        with autocast_for(device, amp):
+            logits = model(x)  # (B, C, H, W)
+        loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum").double()
+        pixels += (y != IGNORE_INDEX).sum()
+        cm.update(logits, y)
+    dist.all_reduce_sum(cm.matrix)
+    dist.all_reduce_sum(loss_sum)
+    dist.all_reduce_sum(pixels)
+    model.train(was_training)
+    out = cm.summary(dataset.class_names)
+    out["loss"] = (loss_sum / pixels.clamp(min=1)).item()
+    return out
+
+
+def _new_run_dir(cfg: TrainConfig) -> Path:
+    name = cfg.run_name or f"{cfg.model}-{cfg.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.out_dir) / name
+    if dist.is_distributed():  # every rank must use rank 0's name
+        box = [str(run_dir)]
+        torch.distributed.broadcast_object_list(box, src=0)
+        run_dir = Path(box[0])
+    if dist.is_main():
+        if (run_dir / "checkpoints" / "last.safetensors").exists():
+            raise SeglabError(f"run directory {run_dir} already holds a run; resume it with --resume {run_dir} "
+                              "or choose another --run-name")
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    dist.barrier()
+    return run_dir
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _fmt(v: Any) -> Any:
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+def train(config: TrainConfig | None = None, resume: str | Path | None = None) -> TrainResult:
+    """Train a model as `config` says, or continue the run in directory `resume` exactly where it stopped.
+
+    Writes RUN_DIR/config.yaml, metrics.csv (a row per epoch), checkpoints/{last,best}.safetensors,
+    figures/epoch_NNN.png, figures/progress.gif, figures/curves.png and train.log.
+    """
+    if resume is not None:
+        resume = Path(resume)
+        if not (resume / "config.yaml").exists():
+            raise SeglabError(f"--resume {resume}: not a run directory (no config.yaml there)")
+        cfg = TrainConfig.from_yaml(resume / "config.yaml")
+        if config is not None:  # allow e.g. more epochs on resume
+            cfg = dataclasses.replace(cfg, epochs=config.epochs, quiet=config.quiet)
+    elif config is None:
+        cfg = TrainConfig()
+    else:
+        cfg = config
+    cfg.validate()
+
+    device = resolve_device(cfg.device)
+    rank_device = dist.init(device.type)
+    if rank_device is not None:
+        device = rank_device
+    world = dist.world_size()
+    if cfg.batch_size % world:
+        raise SeglabError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes of this run")
+    quiet = cfg.quiet or not dist.is_main()
+    torch.manual_seed(cfg.seed)
+
+    train_ds, val_ds = load_datasets(cfg)
+    if train_ds.skipped or val_ds.skipped:
+        for ds in (train_ds, val_ds):
+            for sid, why in ds.skipped:
+                print(f"skipped ({ds.split}): {sid}: {why}") if not quiet else None
+        if not quiet:
+            print(f"--skip-bad: left out {len(train_ds.skipped)} training and {len(val_ds.skipped)} validation file(s)")
+    model = build_model(cfg.model, num_classes=train_ds.num_classes, image_size=cfg.image_size, **cfg.model_options)
+    spec = model.seglab_spec
+    if cfg.init_from and resume is None:
+        _init_weights(model, cfg.init_from)
+    model.to(device)
+    raw_model = model
+    if dist.is_distributed():
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+
+    per_rank_batch = cfg.batch_size // world
+    n_train = len(train_ds)
+    per_rank_samples = math.ceil(n_train / world)
+    steps_per_epoch = math.ceil(per_rank_samples / per_rank_batch)
+    optimizer = _make_optimizer(cfg, raw_model, device)
+    scheduler, per_step = _make_scheduler(cfg, optimizer, steps_per_epoch)
+
+    start_epoch = 0
+    best = -math.inf
+    if resume is not None:
+        run_dir = resume
+        last = run_dir / "checkpoints" / "last.safetensors"
+        if not last.exists():
+            raise SeglabError(f"--resume {run_dir}: no checkpoints/last.safetensors yet; start the run again")
+        tensors, header = read_checkpoint(last)
+        load_weights(raw_model, tensors, last)
+        restore_optimizer(optimizer, tensors, header)
+        scheduler.load_state_dict(header["scheduler"])
+        start_epoch = int(header["epoch"])
+        best = float(header.get("best", -math.inf))
+        if dist.is_main():
+            rows = [r for r in _read_metrics(run_dir / "metrics.csv") if int(r["epoch"]) <= start_epoch]
+            _write_metrics(run_dir / "metrics.csv", rows)  # drop rows of an epoch that was not checkpointed
+        if not quiet:
+            print(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
+    else:
+        run_dir = _new_run_dir(cfg)
+        if dist.is_main():
+            cfg.to_yaml(run_dir / "config.yaml")
+    log_path = run_dir / "train.log"
+
+    def log(msg: str) -> None:
+        if dist.is_main():
+            with open(log_path, "a") as f:
+                f.write(msg + "\n")
+            if not cfg.quiet:
+                tqdm.write(msg)
+
+    if start_epoch == 0:
+        n_params = sum(p.numel() for p in raw_model.parameters())
+        log(f"model {cfg.model}: {n_params:,} parameters; data {cfg.dataset}: {len(train_ds)} train / "
+            f"{len(val_ds)} val at {cfg.image_size}x{cfg.image_size}; device {device}; world size {world}")
+
+    aug = AugmentConfig(hflip=cfg.hflip, contrast=cfg.contrast, brightness=cfg.brightness, saturation=cfg.saturation)
+    train_images = train_ds.images.to(device)  # (N, 3, H, W) uint8: the whole split on the device
+    train_masks = train_ds.masks.to(device)  # (N, H, W) uint8
+    n_vis = min(cfg.num_vis, len(val_ds))
+    vis_x = to_float(val_ds.images[:n_vis].to(device))
+    vis_y = val_ds.masks[:n_vis].long()
+    history = _read_metrics(run_dir / "metrics.csv") if dist.is_main() else []
+
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        seed = _epoch_seed(cfg.seed, epoch)
+        torch.manual_seed(seed)  # dropout and drop-path of this epoch
+        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+        if world > 1:  # pad to a multiple of the world size like DistributedSampler, then take this rank's shard
+            order = torch.cat([order, order[: per_rank_samples * world - n_train]])[dist.rank()::world]
+        aug_gen = torch.Generator(device=device).manual_seed(seed + dist.rank())
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
+        for step in bar:
+            b = order[step * per_rank_batch:(step + 1) * per_rank_batch].to(device)
+            x, y = augment_batch(train_images[b], train_masks[b], aug, aug_gen)  # (B, 3, H, W), (B, H, W)
+            with autocast_for(device, cfg.amp):
+                logits = model(x)  # (B, C, H, W)
+            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if per_step:
+                scheduler.step()
+            loss_sum += loss.detach()
+            # Remember the first non-finite step on the device (no host sync); checked every few steps.
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
+            if step % 20 == 19 or step == steps_per_epoch - 1:
+                if first_bad.item() >= 0:
+                    raise SeglabError(
+                        f"loss became non-finite at epoch {epoch + 1}, step {first_bad.item() + 1}; training stopped. "
+                        f"The last good checkpoint is {run_dir / 'checkpoints' / 'last.safetensors'} "
+                        "(try a lower --lr)")
+                bar.set_postfix(loss=f"{loss_sum.item() / (step + 1):.4f}")
+        lr = optimizer.param_groups[0]["lr"]
+        if not per_step:
+            scheduler.step()
+        train_loss = dist.all_reduce_sum(loss_sum.clone()).item() / (steps_per_epoch * world)
+        train_seconds = time.perf_counter() - t0
+        val = evaluate(raw_model if not cfg.compile else model, val_ds, cfg.eval_batch_size, device, cfg.amp, quiet)
+        seconds = time.perf_counter() - t0
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss,
+            "val_loss": val.pop("loss"),
+            **val,
+            "lr": lr,
+            "seconds": seconds,
+            "images_per_s": n_train / train_seconds,
+        }
+        improved = row["miou"] > best
+        best = max(best, row["miou"])
+        if dist.is_main():
+            history.append({k: _fmt(v) for k, v in row.items()})
+            _write_metrics(run_dir / "metrics.csv", history)
+            with torch.inference_mode():
+                raw_model.eval()
+                pred = raw_model(vis_x).argmax(1).cpu()
+            grid_image(vis_x.cpu(), vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}").save(
+                run_dir / "figures" / f"epoch_{epoch + 1:03d}.png")
+            meta = {"model": spec, "epoch": epoch + 1, "best": best, "metrics": {k: float(v) for k, v in row.items()},
+                    "class_names": list(train_ds.class_names), "image_size": cfg.image_size,
+                    "interpolation": cfg.interpolation}
+            save_checkpoint(run_dir / "checkpoints" / "last.safetensors", raw_model, meta, optimizer, scheduler)
+            if improved:
+                save_checkpoint(run_dir / "checkpoints" / "best.safetensors", raw_model, meta)
+        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss {row['val_loss']:.4f}, "
+            f"pixel acc {row['pixel_accuracy']:.4f}, IoU(article) {row.get('article_iou', float('nan')):.4f}, "
+            f"mIoU {row['miou']:.4f}, lr {lr:.3g}, {seconds:.1f}s, {row['images_per_s']:.1f} img/s")
+        dist.barrier()
+
+    dist.broadcast_buffers(raw_model)
+    if dist.is_main():
+        frames = sorted((run_dir / "figures").glob("epoch_*.png"))
+        save_gif(frames, run_dir / "figures" / "progress.gif")
+        if history:
+            save_curves(history, run_dir / "figures" / "curves.png")
+    final = {k: float(v) for k, v in history[-1].items()} if history else {}
+    if dist.is_distributed():
+        box = [final]
+        torch.distributed.broadcast_object_list(box, src=0)
+        final = box[0]
+    return TrainResult(run_dir=run_dir, metrics=final, history=history, model=raw_model)
+
+
+def _init_weights(model: nn.Module, path: str) -> None:
+    """Start from a seglab checkpoint's weights, or from HF Segformer weights for segformer-* models."""
+    p = Path(path)
+    if p.suffix == ".safetensors" or p.is_dir():
+        try:
+            tensors, header = read_checkpoint(p)
+        except SeglabError:
+            header = None
+        if header is not None:
+            load_weights(model, tensors, p)
+            return
+    if hasattr(model, "load_hf_weights"):
+        model.load_hf_weights(p)
+        return
+    raise SeglabError(f"--init-from {path}: not a seglab checkpoint, and {model.__class__.__name__} imports no other weights")
