@@ -57,7 +57,8 @@ def _config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = No
     values: dict[str, Any] = dict(base or {})
     if getattr(args, "config", None):
         values.update(dataclasses.asdict(TrainConfig.from_yaml(args.config)))
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if hasattr(args, f.name) and f.name != "recipe"}
     if getattr(args, "recipe", None):
         values = apply_recipe(values, args.recipe)
     values.update(given)

@@ -53,7 +53,7 @@ def predict_images(
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     x = torch.stack([
-        torch.from_numpy(np.asarray(im.resize((image_size, image_size), INTERPOLATIONS[interpolation]))).permute(2, 0, 1)
+        torch.from_numpy(np.array(im.resize((image_size, image_size), INTERPOLATIONS[interpolation]))).permute(2, 0, 1)
         for im in images
     ]).to(device).float().div_(255.0)  # (B, 3, S, S)
     logits = model(x).float()  # (B, C, S, S)
@@ -96,6 +96,6 @@ def predict(
         for p, im, mask in zip(chunk, images, predict_images(model, images, size, interpolation, dev)):
             results.append(Prediction(p, mask, im))
             if out_dir is not None:
-                Image.fromarray(mask, mode="L").save(out_dir / f"{p.stem}_mask.png")
+                Image.fromarray(mask).save(out_dir / f"{p.stem}_mask.png")
                 overlay(im, mask, num_classes).save(out_dir / f"{p.stem}_overlay.png")
     return results

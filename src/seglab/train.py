@@ -256,14 +256,16 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     if resume is not None:
         run_dir = resume
         last = run_dir / "checkpoints" / "last.safetensors"
-        if not last.exists():
-            raise SeglabError(f"--resume {run_dir}: no checkpoints/last.safetensors yet; start the run again")
-        tensors, header = read_checkpoint(last)
-        load_weights(raw_model, tensors, last)
-        restore_optimizer(optimizer, tensors, header)
-        scheduler.load_state_dict(header["scheduler"])
-        start_epoch = int(header["epoch"])
-        best = float(header.get("best", -math.inf))
+        if last.exists():
+            tensors, header = read_checkpoint(last)
+            load_weights(raw_model, tensors, last)
+            restore_optimizer(optimizer, tensors, header)
+            scheduler.load_state_dict(header["scheduler"])
+            start_epoch = int(header["epoch"])
+            best = float(header.get("best", -math.inf))
+        # else: stopped before its first checkpoint: start again from epoch 0 in the same directory
+        for d in ("checkpoints", "figures"):
+            (run_dir / d).mkdir(parents=True, exist_ok=True)
         if dist.is_main():
             rows = [r for r in _read_metrics(run_dir / "metrics.csv") if int(r["epoch"]) <= start_epoch]
             _write_metrics(run_dir / "metrics.csv", rows)  # drop rows of an epoch that was not checkpointed

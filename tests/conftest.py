@@ -1,0 +1,12 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_home(tmp_path_factory, monkeypatch):
+    """Caches and downloads go to a temporary SEGLAB_DATA, never to the user's ~/.cache."""
+    monkeypatch.setenv("SEGLAB_DATA", str(tmp_path_factory.getbasetemp() / "seglab-data"))
