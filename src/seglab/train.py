@@ -392,7 +392,9 @@ def _init_weights(model: nn.Module, path: str) -> None:
         if header is not None:
             load_weights(model, tensors, p)
             return
-    if hasattr(model, "load_hf_weights"):
-        model.load_hf_weights(p)
+    from .models.segformer import Segformer, load_hf_weights
+
+    if isinstance(model, Segformer):
+        load_hf_weights(model, p)
         return
     raise SeglabError(f"--init-from {path}: not a seglab checkpoint, and {model.__class__.__name__} imports no other weights")
