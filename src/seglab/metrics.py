@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from .errors import SeglabError
+
 IGNORE_INDEX = 255
 
 
@@ -32,7 +34,10 @@ class ConfusionMatrix:
         C = self.num_classes
         valid = target != IGNORE_INDEX
         idx = target[valid].long() * C + pred[valid].long()
-        self.matrix += torch.bincount(idx, minlength=C * C).view(C, C)  # no host sync: stays on the device
+        counts = torch.bincount(idx, minlength=C * C)
+        if counts.numel() > C * C:  # bincount already synchronised to size its output; this check is free
+            raise SeglabError(f"class ids outside 0..{C - 1} (255 = ignore) in a prediction or target")
+        self.matrix += counts.view(C, C)
 
     def reset(self) -> None:
         self.matrix.zero_()

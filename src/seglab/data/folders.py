@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ class FolderSource:
         if not images:
             raise SeglabError(f"no images in {self.image_dir} (looked for .jpg, .png, .bmp, .tif, .webp)")
         masks = {p.stem: p for p in list_images(self.mask_dir)}
-        dup = sorted({p.stem for p in images if sum(q.stem == p.stem for q in images) > 1})
+        dup = sorted(stem for stem, n in Counter(p.stem for p in images).items() if n > 1)
         if dup:
             raise SeglabError(f"several images share the stem(s) {', '.join(dup[:5])} in {self.image_dir}")
         self.pairs: list[tuple[Path, Path | None]] = [(p, masks.get(p.stem)) for p in images]
