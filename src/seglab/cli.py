@@ -167,12 +167,33 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import list_models, model_entry
+    import torch
 
-    print(f"{'name':<16} {'description'}")
+    from .models import build_model, list_models, model_entry
+    from .trace import model_flops
+
+    print(f"{'name':<16} {'params':>12} {'GFLOPs@128':>11} {'GFLOPs@512':>11}  published")
     for name in list_models():
-        e = model_entry(name)
-        print(f"{name:<16} {e.description}" + (f"  [{e.published}]" if e.published else ""))
+        with torch.device("meta"):  # counts shapes only: no memory, no compute
+            model = build_model(name, num_classes=args.num_classes)
+        params = sum(p.numel() for p in model.parameters())
+        g128, g512 = (model_flops(model, s) / 1e9 for s in (128, 512))
+        print(f"{name:<16} {params:>12,} {g128:>11.2f} {g512:>11.2f}  {model_entry(name).published}")
+    print(f"(num_classes={args.num_classes}; FLOPs counted by torch.utils.flop_counter, a multiply-add = 2 FLOPs)")
+    return 0
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from .attention import attention_for_checkpoint
+    from .train import resolve_device
+
+    try:
+        row, col = (int(v) for v in args.patch.split(","))
+    except ValueError:
+        raise SeglabError(f"--patch {args.patch!r}: expected ROW,COL, e.g. --patch 3,4") from None
+    maps = attention_for_checkpoint(args.checkpoint, args.image, (row, col), args.out, args.blocks,
+                                    str(resolve_device(args.device)))
+    print(f"wrote {args.out}: attention of patch {row},{col} for {', '.join(maps)}")
     return 0
 
 
@@ -245,8 +266,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model-option", "-O", action="append", metavar="KEY=VALUE")
     tr.set_defaults(func=cmd_trace)
 
-    m = sub.add_parser("models", help="the registered models")
+    m = sub.add_parser("models", help="the registered models: parameters, GFLOPs, published figures")
+    m.add_argument("--num-classes", type=int, default=3)
     m.set_defaults(func=cmd_models)
+
+    at = sub.add_parser("attention", help="where a patch attends, per head, for chosen blocks (vit*, segformer-*)")
+    at.add_argument("checkpoint", metavar="CHECKPOINT")
+    at.add_argument("image", metavar="IMAGE")
+    at.add_argument("--patch", required=True, metavar="ROW,COL", help="ViT: patch grid cell; SegFormer: 32-px cell")
+    at.add_argument("--blocks", help="ViT: block indices (0,5,11); SegFormer: stage.block (0.1,3.2); default: a few")
+    at.add_argument("--out", default="attention.png")
+    at.add_argument("--device", default="auto")
+    at.set_defaults(func=cmd_attention)
 
     da = sub.add_parser("data", help="download datasets, show where data lives")
     da.add_argument("action", choices=["download", "info"])

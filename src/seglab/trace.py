@@ -73,3 +73,21 @@ def format_trace(rows: list[TraceRow]) -> str:
     lines = ["  ".join(c.ljust(wd) if i < 4 else c.rjust(wd) for i, (c, wd) in enumerate(zip(row, widths))) for row in table]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def model_flops(model: nn.Module, image_size: int, batch: int = 1) -> int:
+    """FLOPs of one forward at (batch, 3, image_size, image_size), counted by torch.utils.flop_counter.
+
+    A multiply-add counts as 2 FLOPs (papers that quote "FLOPs" for SegFormer count multiply-adds, i.e. half).
+    Runs on whatever device the model is on; on the "meta" device nothing is computed.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(batch, 3, image_size, image_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
