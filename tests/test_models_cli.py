@@ -69,3 +69,12 @@ def test_attention_rejects_bad_patch_and_cnn(tmp_path, capsys):
     assert cli.main(["attention", str(cnn), str(tmp_path / "img.png"), "--patch", "0,0", "--device", "cpu",
                      "--out", str(tmp_path / "a.png")]) == 2
     assert "vit* and segformer-*" in capsys.readouterr().err
+
+
+def test_trace_figure_is_written(tmp_path, capsys):
+    out = tmp_path / "journey.png"
+    assert cli.main(["trace", "--model", "vit", "--embed-size", "64", "--num-heads", "2", "--num-blocks", "3",
+                     "--figure", str(out)]) == 0
+    assert "(1,64,768)" in capsys.readouterr().out
+    img = Image.open(out)
+    assert img.size[1] > img.size[0] > 300  # a tall column of boxes

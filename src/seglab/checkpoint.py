@@ -8,11 +8,19 @@ Nothing is ever unpickled.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 import torch
 from safetensors import SafetensorError
@@ -26,20 +34,60 @@ _RNG = "__rng__/"
 FORMAT = "seglab-checkpoint-1"
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) for a temporary file beside `path`, fsync it, then rename it over `path`.
+def _remove_stale_temps(path: Path) -> None:
+    """Delete the temporary folders of earlier writes of `path` killed before their rename (SIGKILL, power cut).
 
-    A process killed at any point leaves either the old file or the new one, never a torn file.
+    A writer holds an exclusive lock on its temporary folder until the rename, so one we can lock is left over.
+    (Without fcntl, on Windows, only those untouched for an hour are removed.)
+    """
+    for tmp in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # being written right now by another process
+            elif time.time() - os.fstat(fd).st_mtime < 3600:
+                continue
+            if os.path.isdir(tmp):
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                os.unlink(tmp)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(tmp_path) for a file in a temporary folder beside `path`, fsync it, then rename it over `path`.
+
+    A process killed at any point leaves either the old file or the new one, never a torn file. The temporary
+    folder (".NAME.XXXX.tmp/") also catches the temporary files of the writer itself (safetensors >= 0.7 writes
+    through its own ".tmpXXXX" file); a killed write leaves it behind, it is never read, and the next write of
+    `path` removes it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
     try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the mode a plain open() would
-        write(Path(tmp))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:
+        raise _write_error(e, path) from None
+    lock = None
+    if fcntl is not None:
+        try:
+            lock = os.open(tmpdir, os.O_RDONLY)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # held until the rename: marks the folder as in use
+        except OSError:
+            pass
+    tmp = tmpdir / path.name
+    try:
+        write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -50,13 +98,18 @@ def atomic_write(path: Path, write: Any) -> None:
         except OSError:
             pass
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        if e.errno == 28:
-            raise SeglabError(f"disk full while writing {path}; free some space and resume the run") from None
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        raise _write_error(e, path) from None
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        if lock is not None:
+            os.close(lock)  # releases the lock
+
+
+def _write_error(e: OSError, path: Path) -> SeglabError:
+    if e.errno == 28:  # ENOSPC
+        return SeglabError(f"disk full while writing {path}; free some space and resume the run (the previous "
+                           "file, if any, is intact)")
+    return SeglabError(f"cannot write {path} ({e}); check the folder's permissions and free space")
 
 
 def save_checkpoint(
@@ -94,20 +147,51 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         path = find_checkpoint(path)
     if not path.exists():
         raise SeglabError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise SeglabError(f"checkpoint is not a file: {path}")
     try:
+        # safetensors parses a header and copies raw tensor bytes: nothing in the file is ever executed.
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
         tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise SeglabError(f"not a readable safetensors checkpoint ({e}): {path}. It may be corrupt or truncated.") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, MemoryError) as e:
+        raise SeglabError(
+            f"not a readable safetensors checkpoint ({type(e).__name__}: {e}): {path}. It may be corrupt or "
+            "truncated, or another format (seglab reads only .safetensors checkpoints it wrote)."
+        ) from None
     if "seglab" not in metadata:
-        raise SeglabError(f"not a seglab checkpoint (no seglab header): {path}")
+        raise SeglabError(f"not a seglab checkpoint (a safetensors file without seglab's header): {path}. "
+                          "HF Segformer weights go to `seglab train --init-from`.")
     try:
         header = json.loads(metadata["seglab"])
-        header["model"]["name"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise SeglabError(f"checkpoint header is damaged: {path}") from None
+    except json.JSONDecodeError:
+        header = None
+    problem = _header_problem(header)
+    if problem:
+        raise SeglabError(f"checkpoint header is damaged ({problem}): {path}")
     return tensors, header
+
+
+def _header_problem(header: Any) -> str | None:
+    """What is wrong with a checkpoint's seglab header, or None."""
+    if not isinstance(header, dict):
+        return "not a JSON object"
+    spec = header.get("model")
+    if not isinstance(spec, dict):
+        return "no model spec"
+    for key, kind in (("name", str), ("num_classes", int), ("image_size", int)):
+        if not isinstance(spec.get(key), kind) or isinstance(spec.get(key), bool):
+            return f"model.{key} is missing or not a {kind.__name__}"
+    if not isinstance(spec.get("overrides", {}), dict):
+        return "model.overrides is not a mapping"
+    if "image_size" in header and (not isinstance(header["image_size"], int) or header["image_size"] < 1):
+        return "image_size is not a positive integer"
+    if "interpolation" in header:
+        from .data.cache import INTERPOLATIONS
+
+        if header["interpolation"] not in INTERPOLATIONS:
+            return f"unknown interpolation {header['interpolation']!r}"
+    return None
 
 
 def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
@@ -150,23 +234,49 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
 
     tensors, header = read_checkpoint(path)
     spec = header["model"]
-    model = build_model(spec["name"], num_classes=spec["num_classes"], image_size=spec["image_size"],
-                        **spec.get("overrides", {}))
+    try:
+        model = build_model(spec["name"], num_classes=spec["num_classes"], image_size=spec["image_size"],
+                            **spec.get("overrides", {}))
+    except SeglabError as e:
+        raise SeglabError(f"checkpoint {path} describes a model seglab cannot build: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a damaged header can hold any value
+        raise SeglabError(
+            f"checkpoint {path} describes a model seglab cannot build ({type(e).__name__}: {e})"
+        ) from None
     load_weights(model, tensors, path)
     return model.to(device).eval(), header
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> None:
-    """Put a checkpoint's optimizer state back into `optimizer` (same parameters, same order)."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith(_OPTIM):
-            pid, name = key[len(_OPTIM):].split("/", 1)
+def restore_optimizer(
+    optimizer: torch.optim.Optimizer,
+    tensors: dict[str, torch.Tensor],
+    header: dict[str, Any],
+    path: str | Path = "checkpoint",
+) -> None:
+    """Put a checkpoint's optimizer state back into `optimizer` (same parameters, same order).
+
+    Also checks that the header holds what a resume needs next (epoch, scheduler state).
+    """
+    if not (isinstance(header.get("optim_param_groups"), list) and isinstance(header.get("scheduler"), dict)
+            and isinstance(header.get("epoch"), int)):
+        raise SeglabError(
+            f"{path} holds no optimizer and scheduler state to resume from (a weights-only checkpoint, such as a "
+            f"copy of best.safetensors?). Put the run's own last.safetensors back, or start a new run from these "
+            f"weights with --init-from {path}."
+        )
+    try:
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith(_OPTIM):
+                pid, name = key[len(_OPTIM):].split("/", 1)
+                state.setdefault(int(pid), {})[name] = value
+        for key, value in header.get("optim_scalars", {}).items():
+            pid, name = key.split("/", 1)
             state.setdefault(int(pid), {})[name] = value
-    for key, value in header.get("optim_scalars", {}).items():
-        pid, name = key.split("/", 1)
-        state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": header["optim_param_groups"]})
+        optimizer.load_state_dict({"state": state, "param_groups": header["optim_param_groups"]})
+    except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+        raise SeglabError(f"the optimizer state in {path} does not fit this run ({type(e).__name__}: {e}); "
+                          "was the run's config.yaml changed?") from None
 
 
 def rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -19,13 +19,26 @@ DEMO = dict(model="vit", dataset="synthetic", image_size=64, train_samples=1024,
             model_options=dict(patch_size=8, embed_size=128, num_blocks=4, num_heads=4, dropout=0.0))
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {value}")
+    return value
+
+
 def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise SeglabError(f"{flag} {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = yaml.safe_load(v)
+        try:
+            out[k.strip().replace("-", "_")] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise SeglabError(f"{flag} {item!r}: the value is not valid YAML ({' '.join(str(e).split())})") from None
     return out
 
 
@@ -148,8 +161,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     results = predict(args.checkpoint, args.inputs, out_dir=args.out, batch_size=args.batch_size, device=args.device,
-                      quiet=args.quiet)
+                      quiet=args.quiet, skip_bad=args.skip_bad)
     print(f"wrote {len(results)} mask(s) and overlay(s) to {args.out}")
+    if results.skipped:
+        print(f"skipped {len(results.skipped)} bad file(s):")
+        for path, why in results.skipped:
+            print(f"  {path}: {why}")
     return 0
 
 
@@ -162,7 +179,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     model = build_model(args.model, num_classes=args.num_classes, image_size=args.image_size, **overrides)
-    print(format_trace(trace_model(model, args.image_size)))
+    rows = trace_model(model, args.image_size)
+    print(format_trace(rows))
+    if args.figure:
+        from .viz import save_shape_journey
+
+        save_shape_journey(rows, args.figure, title=f"{args.model}: the journey of a tensor")
+        print(f"wrote {args.figure}")
     return 0
 
 
@@ -240,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split")
     e.add_argument("--data-root")
     e.add_argument("--download", action="store_true")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--batch-size", type=_positive_int, default=64)
     e.add_argument("--device", default="auto")
     e.add_argument("--skip-bad", action="store_true")
     e.add_argument("--quiet", action="store_true")
@@ -250,8 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("checkpoint", metavar="CHECKPOINT")
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
     pr.add_argument("--out", required=True, metavar="DIR")
-    pr.add_argument("--batch-size", type=int, default=16)
+    pr.add_argument("--batch-size", type=_positive_int, default=16)
     pr.add_argument("--device", default="auto")
+    pr.add_argument("--skip-bad", action="store_true", help="leave out images that cannot be read, and list them")
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=cmd_predict)
 
@@ -264,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--num-heads", type=int)
     tr.add_argument("--patch-size", type=int)
     tr.add_argument("--model-option", "-O", action="append", metavar="KEY=VALUE")
+    tr.add_argument("--figure", metavar="PNG", help="also draw the journey as a picture")
     tr.set_defaults(func=cmd_trace)
 
     m = sub.add_parser("models", help="the registered models: parameters, GFLOPs, published figures")
@@ -298,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"seglab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no (permissions, a full disk, a path that is a file): name it
+        if args.debug:
+            raise
+        hint = " (the disk is full; free some space)" if e.errno == 28 else ""
+        print(f"seglab: error: {e}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("seglab: interrupted; a run can be continued with `seglab train --resume RUN_DIR`", file=sys.stderr)

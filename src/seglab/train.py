@@ -92,12 +92,26 @@ def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDa
 
 def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    fused = {"fused": True} if device.type == "cuda" else {}
+    # Fused Adam/AdamW: one kernel for all parameters. On CPU too (torch >= 2.4): the for-loop Adam there took
+    # several times as long per step on the 86M-parameter ViT (benchmarks/results/optimizer-cpu.*).
+    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> bool:
+    """Put a convolutional network (the SegNets) in channels_last memory format, the layout oneDNN on CPU and
+    cuDNN's tensor cores prefer (measured in benchmarks/results/channels-last-cpu.*); transformers stay as they
+    are. Returns True when the inputs should be made channels_last too."""
+    from .models.cnn import SegNet
+
+    if isinstance(model, SegNet):
+        model.to(memory_format=torch.channels_last)
+        return True
+    return False
 
 
 def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> tuple[Any, bool]:
@@ -238,6 +252,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     if cfg.init_from and resume is None:
         _init_weights(model, cfg.init_from)
     model.to(device)
+    channels_last = prepare_model(model, device)
     raw_model = model
     if dist.is_distributed():
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -259,7 +274,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
         if last.exists():
             tensors, header = read_checkpoint(last)
             load_weights(raw_model, tensors, last)
-            restore_optimizer(optimizer, tensors, header)
+            restore_optimizer(optimizer, tensors, header, last)
             scheduler.load_state_dict(header["scheduler"])
             start_epoch = int(header["epoch"])
             best = float(header.get("best", -math.inf))
@@ -312,6 +327,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
         for step in bar:
             b = order[step * per_rank_batch:(step + 1) * per_rank_batch].to(device)
             x, y = augment_batch(train_images[b], train_masks[b], aug, aug_gen)  # (B, 3, H, W), (B, H, W)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, cfg.amp):
                 logits = model(x)  # (B, C, H, W)
             loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing)
@@ -325,16 +342,19 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
             if step % 20 == 19 or step == steps_per_epoch - 1:
                 if first_bad.item() >= 0:
+                    last_ckpt = run_dir / "checkpoints" / "last.safetensors"
+                    kept = (f"The last good checkpoint is {last_ckpt}" if epoch > 0 and last_ckpt.exists()
+                            else "No epoch had finished, so no checkpoint was written")
                     raise SeglabError(
                         f"loss became non-finite at epoch {epoch + 1}, step {first_bad.item() + 1}; training stopped. "
-                        f"The last good checkpoint is {run_dir / 'checkpoints' / 'last.safetensors'} "
-                        "(try a lower --lr)")
+                        f"{kept} (try a lower --lr)")
                 bar.set_postfix(loss=f"{loss_sum.item() / (step + 1):.4f}")
         lr = optimizer.param_groups[0]["lr"]
         if not per_step:
             scheduler.step()
         train_loss = dist.all_reduce_sum(loss_sum.clone()).item() / (steps_per_epoch * world)
         train_seconds = time.perf_counter() - t0
+        dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
         val = evaluate(raw_model if not cfg.compile else model, val_ds, cfg.eval_batch_size, device, cfg.amp, quiet)
         seconds = time.perf_counter() - t0
         row: dict[str, Any] = {
@@ -384,11 +404,14 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
 def _init_weights(model: nn.Module, path: str) -> None:
     """Start from a seglab checkpoint's weights, or from HF Segformer weights for segformer-* models."""
     p = Path(path)
+    if not p.exists():
+        raise SeglabError(f"--init-from {path}: no such file or folder")
+    why = ""
     if p.suffix == ".safetensors" or p.is_dir():
         try:
             tensors, header = read_checkpoint(p)
-        except SeglabError:
-            header = None
+        except SeglabError as e:
+            header, why = None, f" ({e})"
         if header is not None:
             load_weights(model, tensors, p)
             return
@@ -397,4 +420,5 @@ def _init_weights(model: nn.Module, path: str) -> None:
     if isinstance(model, Segformer):
         load_hf_weights(model, p)
         return
-    raise SeglabError(f"--init-from {path}: not a seglab checkpoint, and {model.__class__.__name__} imports no other weights")
+    raise SeglabError(f"--init-from {path}: not a seglab checkpoint{why}, and {model.__class__.__name__} imports no "
+                      "other weights")

@@ -108,3 +108,39 @@ def save_curves(rows: list[dict[str, float]], path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_shape_journey(rows: Sequence, path: str | Path, title: str = "") -> None:
+    """The article's Figure 7 as a picture: one box per step (name, module, output shape), top to bottom.
+
+    rows are seglab.trace.TraceRow; consecutive blocks with the same shapes are drawn as one box ("blocks.0-11").
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    merged: list[tuple[str, str, tuple, tuple]] = []
+    for r in rows:
+        prev = merged[-1] if merged else None
+        base = r.step.rsplit(".", 1)[0]
+        if prev and "." in r.step and prev[0].split(".")[0] == base and prev[1] == r.module and prev[3] == r.output_shape:
+            first = prev[0].split("-")[0]
+            merged[-1] = (f"{first}-{r.step.rsplit('.', 1)[1]}", r.module, prev[2], r.output_shape)
+        else:
+            merged.append((r.step, r.module, r.input_shape, r.output_shape))
+    fmt = lambda s: "(" + ", ".join(map(str, s)) + ")"  # noqa: E731
+    fig, ax = plt.subplots(figsize=(5.5, 0.62 * len(merged) + 0.6))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(len(merged), -0.8)
+    ax.axis("off")
+    if title:
+        ax.set_title(title, fontsize=10)
+    for i, (step, module, _, out) in enumerate(merged):
+        ax.text(0.5, i, f"{step}  {module}\n{fmt(out)}", ha="center", va="center", fontsize=8, family="monospace",
+                bbox=dict(boxstyle="round,pad=0.35", facecolor="#e8f0fe", edgecolor="#4063a8"))
+        if i:
+            ax.annotate("", xy=(0.5, i - 0.32), xytext=(0.5, i - 0.68), arrowprops=dict(arrowstyle="->", lw=1))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -6,6 +6,7 @@ size and the interpolation, so a changed source or option builds a new cache and
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -72,23 +73,42 @@ def load_cached(
     folder = root / f"{source.name}-{source.split}-{size[0]}x{size[1]}-{key}"
     if not (folder / "meta.json").exists():
         _build(source, size, interpolation, folder, skip_bad, quiet)
-    meta = json.loads((folder / "meta.json").read_text())
-    if meta["skipped"] and not skip_bad:
-        # The cache was built with skip_bad; without it the bad files must stop the run, so rebuild to find them.
+    cached = _read(folder)
+    if cached is None or (cached[2]["skipped"] and not skip_bad):
+        # A damaged cache (a disk error, an edited file) is rebuilt. A cache built with skip_bad is rebuilt
+        # without it, so that the bad files stop the run with their own message.
         shutil.rmtree(folder, ignore_errors=True)
         _build(source, size, interpolation, folder, skip_bad, quiet)
-        meta = json.loads((folder / "meta.json").read_text())
-    images = np.load(folder / "images.npy", mmap_mode="r")
-    masks = np.load(folder / "masks.npy", mmap_mode="r")
+        cached = _read(folder)
+        if cached is None:
+            raise SeglabError(f"the cache just written to {folder} cannot be read back; check the disk, or set "
+                              "SEGLAB_DATA to another folder")
+    images, masks, meta = cached
     return SegmentationDataset(
         name=source.name,
         split=source.split,
-        images=torch.from_numpy(np.array(images)),  # (N, 3, H, W) uint8, copied once from the map into memory
-        masks=torch.from_numpy(np.array(masks)),  # (N, H, W) uint8
+        images=torch.from_numpy(images),  # (N, 3, H, W) uint8, copied once from the map into memory
+        masks=torch.from_numpy(masks),  # (N, H, W) uint8
         class_names=tuple(meta["class_names"]),
         ids=meta["ids"],
         skipped=[tuple(s) for s in meta["skipped"]],
     )
+
+
+def _read(folder: Path) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    """(images, masks, meta) of a cache folder, or None when any part is missing or damaged. Never unpickles."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        images = np.array(np.load(folder / "images.npy", mmap_mode="r", allow_pickle=False))
+        masks = np.array(np.load(folder / "masks.npy", mmap_mode="r", allow_pickle=False))
+        n = len(meta["ids"])
+        ok = (images.dtype == np.uint8 and masks.dtype == np.uint8 and images.ndim == 4 and masks.ndim == 3
+              and images.shape[0] == masks.shape[0] == n and images.shape[1] == 3
+              and images.shape[2:] == masks.shape[1:] and isinstance(meta["skipped"], list)
+              and isinstance(meta["class_names"], list))
+        return (images, masks, meta) if ok else None
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
+        return None
 
 
 def _build(
@@ -109,8 +129,15 @@ def _build(
     skipped: list[tuple[str, str]] = []
     kept = 0
     for i in tqdm(range(n), desc=f"caching {source.name}/{source.split} at {h}x{w}", disable=quiet, leave=False):
+        # Every file is decoded here, before training starts: a bad one stops the run now (or is skipped),
+        # never halfway through an epoch.
         try:
-            image, mask = source.load(i)
+            try:
+                image, mask = source.load(i)
+            except (SeglabError, AssertionError):  # an AssertionError is a bug (or a test), not a bad file
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever a damaged file makes a decoder raise
+                raise SeglabError(f"sample {source.sample_id(i)} could not be read ({type(e).__name__}: {e})") from e
             if image.size != (mask.shape[1], mask.shape[0]):
                 raise SeglabError(
                     f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
@@ -118,7 +145,9 @@ def _build(
                 )
         except SeglabError as e:
             if not skip_bad:
-                raise
+                raise SeglabError(
+                    f"{e} (--skip-bad, or skip_bad=True, leaves such files out and lists them)"
+                ) from e.__cause__
             skipped.append((source.sample_id(i), str(e)))
             continue
         img, m = resize_pair(image, mask, size, interpolation)
@@ -127,10 +156,15 @@ def _build(
         ids.append(source.sample_id(i))
         kept += 1
     if kept == 0:
-        raise SeglabError(f"dataset {source.name!r} split {source.split!r}: every sample was bad ({len(skipped)} skipped)")
+        raise SeglabError(
+            f"dataset {source.name!r} split {source.split!r}: every sample was bad ({len(skipped)} skipped)"
+        )
     # Write into a temporary folder beside the final one, then rename: a killed build leaves no half cache.
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+    except OSError as e:
+        raise _cache_error(e, folder) from None
     try:
         np.save(tmp / "images.npy", images[:kept])
         np.save(tmp / "masks.npy", masks[:kept])
@@ -145,8 +179,21 @@ def _build(
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
         if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").exists():
+                raise
+            # Another process built the same cache (same key, so the same content) meanwhile: keep theirs.
+    except OSError as e:
+        raise _cache_error(e, folder) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _cache_error(e: OSError, folder: Path) -> SeglabError:
+    what = "the disk is full" if e.errno == errno.ENOSPC else f"cannot write ({e})"
+    return SeglabError(f"{what} while writing the dataset cache {folder}. Free some space, or set SEGLAB_DATA "
+                       "(or cache_dir) to a folder with room.")

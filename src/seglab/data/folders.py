@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SeglabError
-from .io import list_images, read_image, read_mask
+from .io import list_images, read_mask, read_pair
 
 _VAL_FRACTION = 0.2
 
@@ -48,16 +49,27 @@ class FolderSource:
             )
         self.image_dir, self.mask_dir = base / "images", base / "masks"
         if not self.mask_dir.is_dir():
-            raise SeglabError(f"no masks/ folder beside {self.image_dir}: create {self.mask_dir} with one PNG per image")
+            raise SeglabError(
+                f"no masks/ folder beside {self.image_dir}: create {self.mask_dir} with one PNG per image"
+            )
         images = list_images(self.image_dir)
         if not images:
             raise SeglabError(f"no images in {self.image_dir} (looked for .jpg, .png, .bmp, .tif, .webp)")
-        masks = {p.stem: p for p in list_images(self.mask_dir)}
-        dup = sorted(stem for stem, n in Counter(p.stem for p in images).items() if n > 1)
-        if dup:
-            raise SeglabError(f"several images share the stem(s) {', '.join(dup[:5])} in {self.image_dir}")
+        mask_files = list_images(self.mask_dir)
+        for what, files, where in (("images", images, self.image_dir), ("masks", mask_files, self.mask_dir)):
+            dup = sorted(stem for stem, n in Counter(p.stem for p in files).items() if n > 1)
+            if dup:
+                raise SeglabError(f"several {what} share the stem(s) {', '.join(dup[:5])} in {where}; "
+                                  "keep one file per stem")
+        masks = {p.stem: p for p in mask_files}
         self.pairs: list[tuple[Path, Path | None]] = [(p, masks.get(p.stem)) for p in images]
+        # Masks without an image are reported, not fatal: they are simply not used.
         self.orphan_masks = sorted(set(masks) - {p.stem for p in images})
+        if self.orphan_masks:
+            shown = ", ".join(masks[s].name for s in self.orphan_masks[:10])
+            more = f" ... and {len(self.orphan_masks) - 10} more" if len(self.orphan_masks) > 10 else ""
+            warnings.warn(f"{len(self.orphan_masks)} mask(s) in {self.mask_dir} have no image in {self.image_dir} "
+                          f"and are not used: {shown}{more}", stacklevel=2)
         if stems_filter in ("train", "val", "trainval", "test"):
             want_val = stems_filter in ("val", "test")
             self.pairs = [pm for pm in self.pairs if _is_val(pm[0].stem) == want_val]
@@ -67,21 +79,31 @@ class FolderSource:
         path = self.root / "classes.json"
         if path.exists():
             try:
-                names = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
+                names = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 raise SeglabError(f"classes.json is not valid JSON ({e}): {path}") from None
+            except OSError as e:
+                raise SeglabError(f"cannot read {path} ({e})") from None
             if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
                 raise SeglabError(f"classes.json must be a JSON list of class names: {path}")
+            if len(names) > 255:
+                raise SeglabError(
+                    f"classes.json names {len(names)} classes; at most 255 (ids 0..254, 255 = ignore): {path}"
+                )
             return tuple(names)
         if num_classes is None:
             top = 0
             for _, m in self.pairs:
                 if m is not None:
-                    with Image.open(m) as im:
-                        vals = np.asarray(im)
+                    try:
+                        vals = read_mask(m, num_classes=255)  # any 8-bit class id; 255 = ignore
+                    except SeglabError:
+                        continue  # a bad mask is reported (or skipped with skip_bad) when its sample is loaded
                     vals = vals[vals != 255]
                     top = max(top, int(vals.max()) if vals.size else 0)
             num_classes = top + 1
+        elif not (isinstance(num_classes, int) and 1 <= num_classes <= 255):
+            raise SeglabError(f"folder dataset: num_classes must be 1..255, not {num_classes!r}")
         return tuple(f"class{i}" for i in range(num_classes))
 
     def __len__(self) -> int:
@@ -95,17 +117,18 @@ class FolderSource:
         for img, mask in self.pairs:
             for p in (img, mask):
                 if p is not None:
-                    st = p.stat()
-                    h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
+                    try:
+                        st = p.stat()
+                        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
+                    except OSError:  # vanished since it was listed: load() reports it
+                        h.update(f"{p}:missing;".encode())
         return h.hexdigest()
 
     def load(self, i: int) -> tuple[Image.Image, np.ndarray]:
         img_path, mask_path = self.pairs[i]
         if mask_path is None:
             raise SeglabError(f"image has no mask: {img_path} (expected {self.mask_dir / (img_path.stem + '.png')})")
-        image = read_image(img_path)
-        mask = read_mask(mask_path, num_classes=len(self.class_names))
-        return image, mask
+        return read_pair(img_path, mask_path, num_classes=len(self.class_names))
 
 
 def _is_val(stem: str) -> bool:

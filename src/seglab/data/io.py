@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import SeglabError
 
@@ -18,13 +19,21 @@ def _open(path: Path, what: str) -> Image.Image:
     path = Path(path)
     if not path.exists():
         raise SeglabError(f"{what} not found: {path}")
-    if path.stat().st_size == 0:
+    if not path.is_file():
+        raise SeglabError(f"{what} is not a file: {path}")
+    try:
+        # Decoded from memory: no file handle is left open, and Pillow 13 turns an EXIF-rotated TIFF upright
+        # correctly only this way (from a path it scrambles the pixels).
+        data = path.read_bytes()
+    except OSError as e:
+        raise SeglabError(f"cannot read the {what} {path} ({e})") from None
+    if not data:
         raise SeglabError(f"{what} is an empty file (0 bytes): {path}. Remove it or replace it.")
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x its pixel limit; treat that as the error it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(path)
+            img = Image.open(io.BytesIO(data))
             img.load()  # decode now, so a truncated file fails here and not halfway through an epoch
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SeglabError(
@@ -33,30 +42,64 @@ def _open(path: Path, what: str) -> Image.Image:
         ) from None
     except UnidentifiedImageError:
         raise SeglabError(f"{what} is not an image Pillow can read: {path}. Remove it or replace it.") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise SeglabError(f"{what} could not be decoded ({e}): {path}. The file may be truncated or corrupt.") from None
+    except MemoryError:
+        raise SeglabError(f"{what} is too large to decode in memory: {path}. Resize it.") from None
+    except Exception as e:  # noqa: BLE001 - a damaged file fails in many ways inside Pillow's decoders
+        raise SeglabError(
+            f"{what} could not be decoded ({type(e).__name__}: {e}): {path}. The file may be truncated or corrupt."
+        ) from None
     return img
+
+
+# EXIF orientation -> the transpose that turns the stored pixels upright (what ImageOps.exif_transpose does).
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _upright(img: Image.Image) -> tuple[Image.Image, Image.Transpose | None]:
+    """The image turned upright by its EXIF orientation, and the transpose applied (None when none was)."""
+    try:
+        method = _EXIF_TRANSPOSE.get(img.getexif().get(0x0112, 1))
+        if method is None:
+            return img, None
+        return img.transpose(method), method
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not stop us: keep the pixels as stored
+        return img, None
+
+
+def _read_image(path: Path) -> tuple[Image.Image, Image.Transpose | None, tuple[int, int]]:
+    """(8-bit RGB image upright, the EXIF transpose applied or None, the stored (raw) size (W, H))."""
+    raw = _open(path, "image")
+    img, method = _upright(raw)
+    try:
+        if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            # 16/32-bit grayscale: scale to 8 bits by the type's range.
+            arr = np.nan_to_num(np.asarray(img, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+            top = 65535.0 if img.mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
+            arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            img = Image.fromarray(arr, mode="L")
+        if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info):
+            # Composite transparent pixels on black (what a plain convert('RGB') of RGBA shows) explicitly.
+            img = img.convert("RGBA")
+            bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
+            img = Image.alpha_composite(bg, img)
+        return img.convert("RGB"), method, raw.size
+    except Exception as e:  # noqa: BLE001 - an exotic mode Pillow cannot convert
+        raise SeglabError(
+            f"image mode {img.mode!r} cannot be converted to RGB ({e}): {path}. Save it as an RGB JPEG or PNG."
+        ) from None
 
 
 def read_image(path: str | Path) -> Image.Image:
     """Read an image as 8-bit RGB, rotated upright by its EXIF orientation."""
-    img = _open(Path(path), "image")
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # a broken EXIF block must not stop us: keep the pixels as stored
-        pass
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16/32-bit grayscale: scale to 8 bits by the type's range.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        img = Image.fromarray(arr, mode="L")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        # Composite transparent pixels on black (what a plain convert('RGB') of RGBA shows) explicitly.
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (0, 0, 0, 255))
-        img = Image.alpha_composite(bg, img)
-    return img.convert("RGB")
+    return _read_image(Path(path))[0]
 
 
 def read_mask(
@@ -67,16 +110,23 @@ def read_mask(
 ) -> np.ndarray:
     """Read a class-id mask as a uint8 array (H, W); values must be class ids (after value_map) or 255 (ignore).
 
-    value_map maps stored values to class ids (Oxford-IIIT Pet trimaps: {1: 0, 2: 1, 3: 2}).
+    value_map maps stored values to class ids (Oxford-IIIT Pet trimaps: {1: 0, 2: 1, 3: 2}). A mask carrying its
+    own EXIF orientation is turned upright by it, like an image.
     """
     path = Path(path)
+    if value_map is None and not (isinstance(num_classes, int) and 1 <= num_classes <= 255):
+        raise SeglabError(
+            f"num_classes must be 1..255 (class ids are stored as 8-bit values, 255 = ignore), not {num_classes!r}"
+        )
     img = _open(path, "mask")
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:
-        pass
-    if img.mode in ("RGB", "RGBA", "CMYK", "YCbCr", "HSV", "LAB"):
-        arr = np.asarray(img.convert("RGB"))
+    img, _ = _upright(img)
+    if img.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"):
+        try:
+            arr = np.asarray(img.convert("RGB"))
+        except Exception as e:  # noqa: BLE001
+            raise SeglabError(
+                f"mask mode {img.mode!r} cannot be read ({e}): {path}. Save it as a grayscale PNG."
+            ) from None
         if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
             raise SeglabError(
                 f"mask is a colour ({img.mode}) image: {path}. Masks must hold class ids "
@@ -85,9 +135,11 @@ def read_mask(
         arr = arr[..., 0]
     elif img.mode == "P":
         arr = np.asarray(img)  # palette indices are the class ids
-    elif img.mode in ("L", "1"):
-        arr = np.asarray(img.convert("L"))
-    elif img.mode in ("I;16", "I;16B", "I;16L", "I"):
+    elif img.mode == "1":
+        arr = np.asarray(img).astype(np.uint8)  # a 1-bit mask holds classes 0 and 1 (convert("L") would give 255)
+    elif img.mode == "L":
+        arr = np.asarray(img)
+    elif img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.int64)
     elif img.mode == "LA":
         arr = np.asarray(img.convert("L"))
@@ -108,14 +160,54 @@ def read_mask(
         for v in ignore_values:
             valid |= arr == v
         bad = np.unique(arr[~valid])
-        allowed = f"0..{num_classes - 1}" + (f" or {', '.join(map(str, ignore_values))} (ignore)" if ignore_values else "")
+        ignored = f" or {', '.join(map(str, ignore_values))} (ignore)" if ignore_values else ""
+        allowed = f"0..{num_classes - 1}{ignored}"
     if bad.size:
         shown = ", ".join(str(int(v)) for v in bad[:10]) + (" ..." if bad.size > 10 else "")
         raise SeglabError(f"mask has values {shown} outside the class set ({allowed}): {path}")
     return out.astype(np.uint8)
 
 
+def read_pair(
+    image_path: str | Path,
+    mask_path: str | Path,
+    num_classes: int,
+    value_map: Mapping[int, int] | None = None,
+    ignore_values: Sequence[int] = (255,),
+) -> tuple[Image.Image, np.ndarray]:
+    """An image (8-bit RGB, upright) and its mask (uint8 class ids) of the same size, aligned.
+
+    The mask is aligned with the image as displayed (upright). The image is turned upright by its EXIF
+    orientation; the mask is turned by its own EXIF orientation only. When the image was rotated by 90 or 270
+    degrees and the mask has the image's stored size (not its upright size), the mask was drawn on the stored
+    pixels: it gets the image's transpose too. (A 180-degree turn or a flip keeps the size, so such a mask is
+    taken as drawn on the upright image, as are masks of square images.) Any other size difference is an error
+    naming both files.
+    """
+    image_path, mask_path = Path(image_path), Path(mask_path)
+    image, method, raw_size = _read_image(image_path)
+    mask = read_mask(mask_path, num_classes, value_map=value_map, ignore_values=ignore_values)
+    mask_size = (mask.shape[1], mask.shape[0])
+    if mask_size != image.size:
+        if method is not None and mask_size == raw_size:
+            mask = np.asarray(Image.fromarray(mask).transpose(method))
+        else:
+            w, h = image.size
+            stored = f", stored {raw_size[0]}x{raw_size[1]} before its EXIF rotation" if method is not None else ""
+            raise SeglabError(
+                f"mask size {mask_size[0]}x{mask_size[1]} differs from its image's size {w}x{h}{stored}: mask "
+                f"{mask_path}, image {image_path}. A mask must have its image's size; fix or remove the pair."
+            )
+    return image, mask
+
+
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files directly inside a folder, sorted by name."""
+    """Image files directly inside a folder, sorted by name (hidden files such as macOS '._x.jpg' are left out)."""
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        return sorted(
+            p for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+        )
+    except OSError as e:
+        raise SeglabError(f"cannot list the folder {folder} ({e})") from None

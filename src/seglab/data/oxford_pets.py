@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..errors import SeglabError
 from .cache import INTERPOLATIONS, data_home, load_cached
 from .dataset import SegmentationDataset
-from .io import read_image, read_mask
+from .io import read_pair
 
 OXFORD_PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data"
 URL_ENV = "SEGLAB_OXFORD_PETS_URL"
@@ -134,7 +134,10 @@ def _download(url: str, part: Path, quiet: bool) -> None:
 
 def _fetch_once(url: str, part: Path, quiet: bool) -> None:
     have = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    except ValueError as e:  # a malformed URL, e.g. a mirror without http:// or https://
+        raise SeglabError(f"bad download URL {url!r} ({e}); check the mirror argument or {URL_ENV}") from None
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
@@ -388,6 +391,11 @@ class OxfordPetsSource:
             if "/" in name or "\\" in name or name in (".", ".."):
                 raise SeglabError(f"{self.split_file} line {lineno}: {name!r} is not an image name")
             self.names.append(name)
+        if not self.names:
+            raise SeglabError(
+                f"the split file {self.split_file} lists no images. Restore it from annotations.tar.gz (or run "
+                "`seglab data download oxford-pets` into an empty folder)."
+            )
 
     def image_path(self, i: int) -> Path:
         return self.root / "images" / f"{self.names[i]}.jpg"
@@ -410,10 +418,8 @@ class OxfordPetsSource:
                     f"oxford-pets {self.split}: {self.names[i]} is listed in {self.split_file} but its "
                     f"{what} {path} is missing"
                 )
-        image = read_image(image_path)
-        mask = read_mask(trimap_path, num_classes=len(CLASS_NAMES), value_map=TRIMAP_TO_CLASS,
+        return read_pair(image_path, trimap_path, num_classes=len(CLASS_NAMES), value_map=TRIMAP_TO_CLASS,
                          ignore_values=())
-        return image, mask
 
     def fingerprint(self) -> str:
         """A hash of the split file and the size and modification time of every listed image and trimap."""
