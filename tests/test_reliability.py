@@ -510,6 +510,10 @@ def test_bad_training_file_stops_before_any_run_then_skip_bad_reports_it(tmp_pat
     out = capsys.readouterr().out
     assert "left out 1 training and 0 validation file(s)" in out and "s1.jpg" in out
     assert (tmp_path / "runs" / "r" / "checkpoints" / "last.safetensors").is_file()
+    # A --quiet run keeps the same record in its train.log.
+    assert cli.main(args[:-1] + ["q", "--skip-bad", "--quiet"]) == 0
+    log = (tmp_path / "runs" / "q" / "train.log").read_text()
+    assert "left out 1 training and 0 validation file(s)" in log and "s1.jpg" in log
 
 
 def test_training_decodes_nothing_after_the_cache_is_built(tmp_path, monkeypatch):

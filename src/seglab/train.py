@@ -241,12 +241,6 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     torch.manual_seed(cfg.seed)
 
     train_ds, val_ds = load_datasets(cfg)
-    if train_ds.skipped or val_ds.skipped:
-        for ds in (train_ds, val_ds):
-            for sid, why in ds.skipped:
-                print(f"skipped ({ds.split}): {sid}: {why}") if not quiet else None
-        if not quiet:
-            print(f"--skip-bad: left out {len(train_ds.skipped)} training and {len(val_ds.skipped)} validation file(s)")
     model = build_model(cfg.model, num_classes=train_ds.num_classes, image_size=cfg.image_size, **cfg.model_options)
     spec = model.seglab_spec
     if cfg.init_from and resume is None:
@@ -299,6 +293,11 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
             if not cfg.quiet:
                 tqdm.write(msg)
 
+    if train_ds.skipped or val_ds.skipped:  # reported in train.log too, so a --quiet run keeps the record
+        for ds in (train_ds, val_ds):
+            for sid, why in ds.skipped:
+                log(f"skipped ({ds.split}): {sid}: {why}")
+        log(f"--skip-bad: left out {len(train_ds.skipped)} training and {len(val_ds.skipped)} validation file(s)")
     if start_epoch == 0:
         n_params = sum(p.numel() for p in raw_model.parameters())
         log(f"model {cfg.model}: {n_params:,} parameters; data {cfg.dataset}: {len(train_ds)} train / "
