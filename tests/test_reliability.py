@@ -733,14 +733,14 @@ def test_malicious_pickle_as_hf_weights_or_any_suffix_is_refused(tmp_path, capsy
         path = tmp_path / f"evil{suffix}"
         torch.save(Evil(marker), path) if suffix != ".safetensors" else path.write_bytes(pickle.dumps(Evil(marker)))
         line = cli_error(capsys, ["train", *SEGFORMER_RUN, "--out-dir", str(tmp_path / "r"), "--run-name",
-                                  suffix[1:], "--init-from", str(path)], one_line=False)
+                                  suffix[1:], "--init-from", str(path)])
         assert f"evil{suffix}" in line
     for name in ("model.safetensors", "pytorch_model.bin"):  # an HF checkpoint folder
         folder = tmp_path / f"hf-{name}"
         folder.mkdir()
         (folder / name).write_bytes(pickle.dumps(Evil(marker)))
         line = cli_error(capsys, ["train", *SEGFORMER_RUN, "--out-dir", str(tmp_path / "r"), "--run-name", "f",
-                                  "--init-from", str(folder)], one_line=False)
+                                  "--init-from", str(folder)])
         assert name in line
     assert not marker.exists()
 

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import re
 import warnings
 from collections.abc import Iterable, Mapping
@@ -551,7 +552,11 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     except SeglabError:
         raise
     except Exception as e:  # noqa: BLE001 - an untrusted file fails in many ways: corrupt, unsafe pickle, bad index
-        raise SeglabError(f"could not read weights from {path}: {type(e).__name__}: {e}") from None
+        # torch's own message for a refused pickle runs to a page; keep its first line, which says why.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if isinstance(e, pickle.UnpicklingError):
+            first = "it holds pickled objects other than tensors, which seglab refuses to load"
+        raise SeglabError(f"could not read weights from {path}: {type(e).__name__}: {first}") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
