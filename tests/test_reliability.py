@@ -1041,3 +1041,20 @@ def test_hidden_macos_resource_files_are_not_taken_for_images(tmp_path, tiny_che
     assert sorted(load("folder", root, tmp_path / "a").images) == ["good", CASE]
     res = predict(tiny_checkpoint, [root / "images"], device="cpu", quiet=True)
     assert sorted(p.path.name for p in res) == ["good.jpg", f"{CASE}.jpg"]
+
+
+def test_flipped_bytes_in_checkpoint_data_are_detected(tmp_path, capsys):
+    from seglab.checkpoint import read_checkpoint, save_checkpoint
+    from seglab.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("vit", image_size=32, embed_size=16, num_blocks=1, num_heads=2, patch_size=8)
+    path = tmp_path / "w.safetensors"
+    save_checkpoint(path, model, {"model": model.seglab_spec, "epoch": 1, "image_size": 32})
+    read_checkpoint(path)  # intact: loads
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x40  # a bit in the last tensor's bytes, past the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(SeglabError, match="CRC32"):
+        read_checkpoint(path)
+    assert "CRC32" in cli_error(capsys, ["eval", str(path), "--dataset", "synthetic", "--quiet"])

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 import time
 from pathlib import Path
 from typing import Any
@@ -136,8 +137,20 @@ def save_checkpoint(
         header["scheduler"] = {k: v for k, v in scheduler.state_dict().items() if not callable(v)}
     for name, value in (rng or {}).items():
         tensors[f"{_RNG}{name}"] = value.contiguous().cpu()
+    header["crc32"] = _checksum(tensors)
     metadata = {"seglab": json.dumps(header)}
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> int:
+    """CRC32 over every tensor's name, shape, dtype and bytes, in name order: flipped bits in the data show up."""
+    crc = 0
+    for key in sorted(tensors):
+        t = tensors[key].detach().cpu().contiguous()
+        crc = zlib.crc32(f"{key}:{tuple(t.shape)}:{t.dtype};".encode(), crc)
+        if t.numel():
+            crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy().data, crc)  # no copy of the bytes
+    return crc
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -169,6 +182,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     problem = _header_problem(header)
     if problem:
         raise SeglabError(f"checkpoint header is damaged ({problem}): {path}")
+    if "crc32" in header and header["crc32"] != _checksum(tensors):
+        raise SeglabError(f"checkpoint data is damaged (its CRC32 does not match what was saved): {path}. "
+                          "Use another checkpoint (e.g. best.safetensors or an earlier copy).")
     return tensors, header
 
 
