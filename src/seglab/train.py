@@ -103,12 +103,13 @@ def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) ->
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> bool:
-    """Put a convolutional network (the SegNets) in channels_last memory format, the layout oneDNN on CPU and
-    cuDNN's tensor cores prefer (measured in benchmarks/results/channels-last-cpu.*); transformers stay as they
-    are. Returns True when the inputs should be made channels_last too."""
+    """On CUDA, put a convolutional network (the SegNets) in channels_last memory format, the layout cuDNN's tensor
+    cores prefer; transformers stay as they are. Not on CPU: there it measured 1.00x for segnet
+    (benchmarks/results/speedups-cpu-1thread.md) and 0.5x for segnet-dsc-head's depthwise convolutions (5.5 vs 2.8
+    training img/s at batch 16, 128x128). Returns True when the inputs should be made channels_last too."""
     from .models.cnn import SegNet
 
-    if isinstance(model, SegNet):
+    if isinstance(model, SegNet) and device.type == "cuda":
         model.to(memory_format=torch.channels_last)
         return True
     return False
