@@ -319,6 +319,7 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
         order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
         if world > 1:  # pad to a multiple of the world size like DistributedSampler, then take this rank's shard
             order = torch.cat([order, order[: per_rank_samples * world - n_train]])[dist.rank()::world]
+        order = order.to(device)  # once per epoch: no host-to-device copy inside the step
         aug_gen = torch.Generator(device=device).manual_seed(seed + dist.rank())
         model.train()
         loss_sum = torch.zeros((), device=device)

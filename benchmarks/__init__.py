@@ -1,0 +1,1 @@
+"""seglab's benchmarks: throughput against the article's naive reference and HF transformers, time to accuracy."""
