@@ -11,19 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SeglabError
-from .cache import data_home, load_cached
+from .cache import as_size, data_home, load_cached
 from .dataset import SegmentationDataset, SegmentationSource
 
 DATASETS = ("oxford-pets", "folder", "synthetic")
-
-
-def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    h, w = (int(v) for v in image_size)
-    if h < 1 or w < 1:
-        raise SeglabError(f"image_size must be positive, not {image_size}")
-    return h, w
 
 
 def build_dataset(
@@ -44,7 +35,7 @@ def build_dataset(
     val or a subfolder; options: num_classes) or "synthetic" (splits train, val; options: count, seed).
     interpolation applies to images ("nearest" is the article's recipe); masks are always resized by nearest.
     """
-    size = _size(image_size)
+    size = as_size(image_size)
     if name == "oxford-pets":
         from .oxford_pets import build_oxford_pets
 

@@ -36,6 +36,16 @@ def data_home() -> Path:
     return Path(os.environ.get("SEGLAB_DATA") or Path.home() / ".cache" / "seglab").expanduser()
 
 
+def as_size(image_size: int | tuple[int, int]) -> tuple[int, int]:
+    """An int or (H, W) as a checked (H, W) of positive ints."""
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    h, w = (int(v) for v in image_size)
+    if h < 1 or w < 1:
+        raise SeglabError(f"image_size must be positive, not {image_size}")
+    return h, w
+
+
 def resize_pair(
     image: Image.Image, mask: np.ndarray, size: tuple[int, int], interpolation: str
 ) -> tuple[np.ndarray, np.ndarray]:

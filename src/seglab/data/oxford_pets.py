@@ -35,7 +35,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..errors import SeglabError
-from .cache import INTERPOLATIONS, data_home, load_cached
+from .cache import INTERPOLATIONS, as_size, data_home, load_cached
 from .dataset import SegmentationDataset
 from .io import read_pair
 
@@ -434,15 +434,6 @@ class OxfordPetsSource:
         return h.hexdigest()
 
 
-def _size(image_size: int | tuple[int, int]) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        image_size = (image_size, image_size)
-    h, w = (int(v) for v in image_size)
-    if h < 1 or w < 1:
-        raise SeglabError(f"image_size must be positive, not {image_size}")
-    return h, w
-
-
 def build_oxford_pets(
     split: str,
     root: str | Path | None = None,
@@ -463,7 +454,7 @@ def build_oxford_pets(
     """
     if split not in SPLITS:
         raise SeglabError(f"oxford-pets has no split {split!r}; choose one of: {', '.join(SPLITS)}")
-    size = _size(image_size)
+    size = as_size(image_size)
     if interpolation not in INTERPOLATIONS:  # checked now, not after an 800 MB download
         raise SeglabError(f"unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
     given = Path(root).expanduser() if root is not None else data_home() / DEFAULT_FOLDER
