@@ -2,7 +2,7 @@
 (model, recipe) needs to reach the article's validation pixel accuracy on Oxford-IIIT Pet's test split.
 
     python benchmarks/time_to_accuracy.py                        # vit + segnet, article vs fast, full dataset
-    python benchmarks/time_to_accuracy.py --quick                # minutes on a CPU: small models, 2 epochs
+    python benchmarks/time_to_accuracy.py --quick                # minutes on a CPU: small models, 3 epochs
     python benchmarks/time_to_accuracy.py --models vit --recipes article,fast --max-epochs 50 --amp bf16
 
 Targets: the article's ViT figure (85.89% pixel accuracy, Part 4) and its CNN figure (88.28%, Part 2); every
@@ -41,8 +41,8 @@ from seglab.train import load_datasets, resolve_device, train  # noqa: E402
 
 TARGETS = {"article ViT (Part 4)": 0.8589, "article CNN (Part 2)": 0.8828}
 QUICK_NOTE = ("--quick: the Oxford-IIIT Pet sample is about a tenth of the real trainval (372 of 3,680 images), "
-              "trained here for 2 epochs on a subset at 64x64: the article's targets are NOT expected to be "
-              "reached; this run only shows the benchmark works end to end.")
+              "trained here for 3 epochs on 128 of its images at 64x64, batch 16: the article's targets are NOT "
+              "expected to be reached; this run only shows the benchmark works end to end.")
 
 
 def recipe_name(model: str, recipe: str) -> str:
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.dataset == "oxford-pets" and a.data_root:
         args["data_root"] = a.data_root
     if a.quick:
-        args.update(epochs=2, image_size=64, train_samples=128, val_samples=96)
+        args.update(epochs=3, image_size=64, train_samples=128, val_samples=96, batch_size=16)
     for key, value in (("max_epochs", a.max_epochs), ("amp", a.amp), ("image_size", a.image_size),
                        ("train_samples", a.train_samples), ("val_samples", a.val_samples)):
         if value is not None:
