@@ -165,7 +165,8 @@ def experiment(name: str, args: argparse.Namespace, device: torch.device, pairs:
         first = {"before": _warm(before, args.warmup), "after": _warm(after, args.warmup)}
         res = common.interleaved({"before": _train_rate(before, args.steps), "after": _train_rate(after, args.steps)},
                                  args.rounds)
-        row = {"experiment": name, "model": model, "precision": "bf16" if amp == "bf16" else "fp32", "size": size,
+        precision = "fp32 -> bf16" if key == "amp" else "bf16" if amp == "bf16" else "fp32"
+        row = {"experiment": name, "model": model, "precision": precision, "size": size,
                "batch": batch, "before": f"{key}={b}", "after": f"{key}={a}",
                "before_images_per_s": common.summary(res["before"]),
                "after_images_per_s": common.summary(res["after"]), "first_step_s": first}

@@ -136,7 +136,8 @@ def to_markdown(result: dict) -> str:
     lines.append(common.markdown_table(headers, rows))
     lines += ["", "Train s: the training part of the epochs up to the one reaching the target (airbench's "
               "measure); wall s adds evaluation, checkpoints and figures. PFLOPs: FlopCounterMode's count of one "
-              "forward + backward per image x images seen (the optimizer's elementwise work is not counted)."]
+              "training step per image (convolutions' backward as 2x their forward) x images seen; the "
+              "optimizer's elementwise work is not counted."]
     return "\n".join(lines)
 
 
