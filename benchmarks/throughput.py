@@ -63,10 +63,9 @@ from seglab.config import TrainConfig  # noqa: E402
 from seglab.data.augment import AugmentConfig, augment_batch  # noqa: E402
 from seglab.data.cache import resize_pair  # noqa: E402
 from seglab.models import build_model  # noqa: E402
-from seglab.train import _make_optimizer, autocast_for, prepare_model  # noqa: E402
+from seglab.train import _make_loss, _make_optimizer, autocast_for, prepare_model, train_step  # noqa: E402
 
 ALL_MODELS = ("vit", "vit-p8", "segformer-b0", "segformer-b2", "segnet")
-IGNORE = 255
 LR = 1e-4  # the step's cost does not depend on it; small so that nothing diverges while timing
 
 
@@ -156,6 +155,7 @@ class SeglabContender:
         self.run = torch.compile(model) if compile_model else model
         self.images, self.masks = data[0].to(device), data[1].to(device)
         self.aug = AugmentConfig(hflip=0.5, contrast=0.3)
+        self.loss_fn = _make_loss(TrainConfig())
         self.gen = torch.Generator(device=device).manual_seed(0)
         self.order = torch.randperm(len(self.images)).to(device)
         self.pos = 0
@@ -171,15 +171,8 @@ class SeglabContender:
     def step(self) -> None:
         b = self._indices()
         x, y = augment_batch(self.images[b], self.masks[b], self.aug, self.gen)  # (B, 3, H, W), (B, H, W)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(self.device, self.amp):
-            logits = self.run(x)  # (B, C, H, W)
-        loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.loss_sum += loss.detach()
+        self.loss_sum += train_step(self.run, self.optimizer, x, y, self.loss_fn, self.device, self.amp,
+                                    self.channels_last)  # train.py's own step
 
     def finish(self) -> None:
         self.loss_sum.item()  # the one host synchronisation, as train.py's every 20 steps
@@ -260,6 +253,7 @@ class HFContender(SeglabContender):
         self.optimizer = torch.optim.AdamW(self.hf.parameters(), lr=LR)
         self.images, self.masks = data[0].to(device), data[1].to(device)
         self.aug = AugmentConfig(hflip=0.5, contrast=0.3)
+        self.loss_fn = _make_loss(TrainConfig())
         self.gen = torch.Generator(device=device).manual_seed(0)
         self.order = torch.randperm(len(self.images)).to(device)
         self.pos = 0

@@ -22,8 +22,9 @@ def test_finetune_from_hf_segformer_folder(tmp_path):
     ours = load_file(tmp_path / "runs" / "ft" / "checkpoints" / "last.safetensors")
     # With lr 1e-12 the single epoch leaves the imported weights in place: they must be HF's.
     theirs = hf.state_dict()
-    first = theirs["segformer.encoder.patch_embeddings.0.proj.weight"] if (
-        "segformer.encoder.patch_embeddings.0.proj.weight" in theirs) else theirs["segformer.stages.0.patch_embeddings.proj.weight"]
+    v4_name = "segformer.encoder.patch_embeddings.0.proj.weight"
+    v5_name = "segformer.stages.0.patch_embeddings.proj.weight"
+    first = theirs[v4_name] if v4_name in theirs else theirs[v5_name]
     conv = [v for k, v in ours.items() if v.shape == first.shape and k.endswith("weight")]
     assert any(torch.allclose(v, first, atol=1e-6) for v in conv)
     classifier = theirs["decode_head.classifier.weight"]

@@ -14,7 +14,9 @@ from torchmetrics.classification import MulticlassF1Score, MulticlassJaccardInde
 from seglab.metrics import IGNORE_INDEX, ConfusionMatrix
 
 
-def random_pair(seed: int, shape: tuple[int, ...], num_classes: int, agree: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
+def random_pair(
+    seed: int, shape: tuple[int, ...], num_classes: int, agree: float = 0.6
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets and predictions that agree on about `agree` of the pixels (so metrics are far from 0 and 1)."""
     g = torch.Generator().manual_seed(seed)
     target = torch.randint(0, num_classes, shape, generator=g)

@@ -10,9 +10,8 @@ from seglab.checkpoint import save_checkpoint
 from seglab.models import build_model
 
 
-def test_models_table_lists_every_model_with_counts(capsys):
-    assert cli.main(["models"]) == 0
-    out = capsys.readouterr().out
+def test_models_table_lists_every_model_with_counts(models_listing):
+    out = models_listing  # the output of `seglab models` (conftest.py)
     lines = {line.split()[0]: line for line in out.splitlines()[1:-1]}
     assert "86,284,806" in lines["vit"] and "85.89%" in lines["vit"]
     assert "3,714,915" in lines["segformer-b0"]

@@ -19,9 +19,8 @@ from seglab.models.segformer import (
     Segformer,
     SegformerConfig,
     build_segformer,
-    hf_state_dict_to_seglab,
-    load_hf_weights,
 )
+from seglab.models.segformer_hf import hf_state_dict_to_seglab, load_hf_weights
 
 requires_hf = pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs transformers")
 TOL = 1e-4
@@ -377,7 +376,8 @@ def test_wrong_variant_is_named(b0_checkpoints, tmp_path):
     with pytest.raises(SeglabError, match="segformer-b1.*segformer-b0"):
         build_segformer("b0", weights=tmp_path / "b1")
     save_file({k: v.contiguous() for k, v in hf1.state_dict().items()}, str(tmp_path / "b1.safetensors"))
-    with pytest.raises(SeglabError, match=r"checkpoint is segformer-b1: stage widths \(64, 128, 320, 512\).*wrong shape"):
+    with pytest.raises(SeglabError,
+                       match=r"checkpoint is segformer-b1: stage widths \(64, 128, 320, 512\).*wrong shape"):
         build_segformer("b0", weights=tmp_path / "b1.safetensors")
     _, root = b0_checkpoints
     with pytest.raises(SeglabError, match=r"checkpoint is segformer-b0.*model is segformer-b2"):
@@ -457,3 +457,17 @@ def test_attention_maps_on_a_padded_input():
     assert maps[(0, 1)].shape == (1, 1, 32 * 40, 4 * 5)  # padded to 128x160: /4 -> 32x40, sr 8 -> 4x5
     assert maps[(2, 0)].shape == (1, 5, 8 * 10, 4 * 5)  # /16 -> 8x10, sr 2 -> 4x5
     assert torch.allclose(maps[(2, 0)].sum(-1), torch.ones(1, 5, 80))
+
+
+def test_fused_decoder_equals_the_plain_concat_decoder():
+    """AllMLPDecoder.forward composes each stage's Linear with its block of the fuse conv; forward_concat is the
+    paper's / HF's concat decoder, kept as the reference: the same function of the same parameters."""
+    torch.manual_seed(0)
+    model = build_segformer("b0", num_classes=5).eval()
+    with torch.no_grad():
+        model.decoder.bn.running_mean.uniform_(-0.5, 0.5)  # a BatchNorm that is not the identity
+        model.decoder.bn.running_var.uniform_(0.5, 2.0)
+        features = model.encoder(torch.rand(2, 3, 96, 160))
+        fused, plain = model.decoder(features), model.decoder.forward_concat(features)
+    assert fused.shape == plain.shape == (2, 5, 24, 40)
+    assert torch.allclose(fused, plain, atol=1e-5)

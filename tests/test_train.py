@@ -75,7 +75,8 @@ def test_resume_matches_uninterrupted(tmp_path):
     resumed = train(dataclasses.replace(part_cfg := tiny(tmp_path, epochs=3), quiet=True), resume=part.run_dir)
     assert part_cfg.epochs == 3
     key = ["epoch", "train_loss", "val_loss", "pixel_accuracy", "miou", "lr"]
-    assert [{k: r[k] for k in key} for r in rows(resumed.run_dir)] == [{k: r[k] for k in key} for r in rows(full.run_dir)]
+    assert ([{k: r[k] for k in key} for r in rows(resumed.run_dir)]
+            == [{k: r[k] for k in key} for r in rows(full.run_dir)])
 
 
 def test_resume_after_sigkill(tmp_path):
@@ -102,7 +103,8 @@ def test_resume_after_sigkill(tmp_path):
     assert len(rows(csv_path.parent)) < 4
     assert cli.main(["train", "--resume", str(tmp_path / "runs" / "killed"), "--quiet"]) == 0
     assert rows(tmp_path / "runs" / "killed") == [
-        {k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} | {"seconds": r2["seconds"], "images_per_s": r2["images_per_s"]}
+        {k: v for k, v in r.items() if k not in ("seconds", "images_per_s")}
+        | {"seconds": r2["seconds"], "images_per_s": r2["images_per_s"]}
         for r, r2 in zip(rows(tmp_path / "runs" / "full"), rows(tmp_path / "runs" / "killed"))
     ]
 
@@ -179,7 +181,8 @@ from seglab.train import train
 cfg = TrainConfig.from_dict({{**{TINY!r}, "out_dir": {str(tmp_path / 'runs')!r}, "run_name": "ddp"}})
 res = train(cfg)
 rank = int(os.environ["RANK"])
-save_file({{k: v.contiguous() for k, v in res.model.state_dict().items()}}, {str(tmp_path)!r} + f"/rank{{rank}}.safetensors")
+state = {{k: v.contiguous() for k, v in res.model.state_dict().items()}}
+save_file(state, {str(tmp_path)!r} + f"/rank{{rank}}.safetensors")
 with open({str(tmp_path)!r} + f"/metrics{{rank}}.txt", "w") as f:
     f.write(repr(res.metrics["pixel_accuracy"]))
 torch.distributed.destroy_process_group()

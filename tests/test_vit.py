@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from seglab.cli import main as cli_main
@@ -153,10 +154,17 @@ def test_interpolated_position_embedding_is_smooth_resize() -> None:
 
 
 @pytest.mark.parametrize("hw", [(100, 128), (128, 120), (8, 8)])
-def test_size_not_divisible_by_patch_raises(hw: tuple[int, int]) -> None:
+def test_size_not_divisible_by_patch_is_padded_and_cropped(hw: tuple[int, int]) -> None:
+    """(Issue 12: these sizes used to raise.) The image is zero-padded to a multiple of the patch after the input
+    BatchNorm and the logits cropped back: with a fresh BatchNorm in eval mode (which maps 0 to 0) that is exactly
+    the model on the zero-padded image, cropped."""
     model = build_model("vit", **SMALL).eval()
-    with pytest.raises(ValueError, match="patch size"):
-        model(torch.rand(1, 3, *hw))
+    x = torch.rand(1, 3, *hw)
+    padded = F.pad(x, (0, -hw[1] % 16, 0, -hw[0] % 16))
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (1, 3, *hw)
+        assert torch.allclose(y, model(padded)[..., : hw[0], : hw[1]], atol=1e-5)
 
 
 @pytest.mark.parametrize(

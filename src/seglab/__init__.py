@@ -2,18 +2,34 @@
 
 The public API: models (build_model, list_models and the model classes), data (build_dataset), training
 (TrainConfig, train), evaluation (evaluate, ConfusionMatrix) and inference (predict).
+
+Names are imported on first use (PEP 562), so `import seglab` (and the command line) costs nothing and imports no
+torch until a name that needs it is used.
 """
 
-from .config import TrainConfig
-from .data import build_dataset
-from .errors import SeglabError
-from .metrics import ConfusionMatrix
-from .models import VisionTransformerArgs, VisionTransformerForSegmentation, build_model, list_models
-from .models.segformer import Segformer, SegformerConfig
-from .predict import predict
-from .train import evaluate, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS = {
+    "ConfusionMatrix": ".metrics",
+    "Segformer": ".models.segformer",
+    "SegformerConfig": ".models.segformer",
+    "SeglabError": ".errors",
+    "TrainConfig": ".config",
+    "VisionTransformerArgs": ".models.vit",
+    "VisionTransformerForSegmentation": ".models.vit",
+    "build_dataset": ".data",
+    "build_model": ".models",
+    "evaluate": ".train",
+    "list_models": ".models",
+    "predict": ".predict",
+    "train": ".train",
+}
 
 __all__ = [
     "ConfusionMatrix",
@@ -30,3 +46,27 @@ __all__ = [
     "predict",
     "train",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    raise AttributeError(f"module 'seglab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .data import build_dataset
+    from .errors import SeglabError
+    from .metrics import ConfusionMatrix
+    from .models import build_model, list_models
+    from .models.segformer import Segformer, SegformerConfig
+    from .models.vit import VisionTransformerArgs, VisionTransformerForSegmentation
+    from .predict import predict
+    from .train import evaluate, train

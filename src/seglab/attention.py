@@ -29,7 +29,8 @@ def _parse_blocks(text: str | None) -> list | None:
         try:
             out.append(tuple(int(v) for v in part.split(".")) if "." in part else int(part))
         except ValueError:
-            raise SeglabError(f"--blocks {text!r}: expected numbers like 0,5,11 (ViT) or 0.1,3.2 (SegFormer stage.block)")
+            raise SeglabError(f"--blocks {text!r}: expected numbers like 0,5,11 (ViT) or 0.1,3.2 "
+                              "(SegFormer stage.block)") from None
     return out
 
 

@@ -8,109 +8,23 @@ Nothing is ever unpickled.
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import tempfile
 import zlib
-import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from .errors import SeglabError
+from .atomic import atomic_write
+from .errors import SeglabError, check_file
 
 _OPTIM = "__optim__/"
 _RNG = "__rng__/"
 FORMAT = "seglab-checkpoint-1"
-
-
-def _remove_stale_temps(path: Path) -> None:
-    """Delete the temporary folders of earlier writes of `path` killed before their rename (SIGKILL, power cut).
-
-    A writer holds an exclusive lock on its temporary folder until the rename, so one we can lock is left over.
-    (Without fcntl, on Windows, only those untouched for an hour are removed.)
-    """
-    for tmp in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp")):
-        try:
-            fd = os.open(tmp, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    continue  # being written right now by another process
-            elif time.time() - os.fstat(fd).st_mtime < 3600:
-                continue
-            if os.path.isdir(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                os.unlink(tmp)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(tmp_path) for a file in a temporary folder beside `path`, fsync it, then rename it over `path`.
-
-    A process killed at any point leaves either the old file or the new one, never a torn file. The temporary
-    folder (".NAME.XXXX.tmp/") also catches the temporary files of the writer itself (safetensors >= 0.7 writes
-    through its own ".tmpXXXX" file); a killed write leaves it behind, it is never read, and the next write of
-    `path` removes it.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(path)
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    except OSError as e:
-        raise _write_error(e, path) from None
-    lock = None
-    if fcntl is not None:
-        try:
-            lock = os.open(tmpdir, os.O_RDONLY)
-            fcntl.flock(lock, fcntl.LOCK_EX)  # held until the rename: marks the folder as in use
-        except OSError:
-            pass
-    tmp = tmpdir / path.name
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        try:  # make the rename itself durable
-            dfd = os.open(path.parent, os.O_RDONLY)
-            os.fsync(dfd)
-            os.close(dfd)
-        except OSError:
-            pass
-    except OSError as e:
-        raise _write_error(e, path) from None
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        if lock is not None:
-            os.close(lock)  # releases the lock
-
-
-def _write_error(e: OSError, path: Path) -> SeglabError:
-    if e.errno == 28:  # ENOSPC
-        return SeglabError(f"disk full while writing {path}; free some space and resume the run (the previous "
-                           "file, if any, is intact)")
-    return SeglabError(f"cannot write {path} ({e}); check the folder's permissions and free space")
 
 
 def save_checkpoint(
@@ -158,10 +72,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if path.is_dir():
         path = find_checkpoint(path)
-    if not path.exists():
-        raise SeglabError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise SeglabError(f"checkpoint is not a file: {path}")
+    check_file(path, "checkpoint")
     try:
         # safetensors parses a header and copies raw tensor bytes: nothing in the file is ever executed.
         with safe_open(str(path), framework="pt") as f:
@@ -225,22 +136,49 @@ def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if not k.startswith((_OPTIM, _RNG))}
 
 
+def compare_keys(
+    own: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unknown, wrong-shape) keys of a state dict `theirs` against a model's own state dict `own`."""
+    missing = sorted(set(own) - set(theirs))
+    unknown = sorted(set(theirs) - set(own))
+    wrong = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
+    return missing, unknown, wrong
+
+
+def listing(keys: Sequence[str], limit: int = 20) -> str:
+    """The first `limit` keys, comma-separated, and how many more there are."""
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def describe_keys(
+    own: Mapping[str, torch.Tensor],
+    theirs: Mapping[str, torch.Tensor],
+    missing: Sequence[str] = (),
+    unknown: Sequence[str] = (),
+    wrong: Sequence[str] = (),
+) -> str:
+    """One line naming the keys that keep a state dict from fitting a model (the report of every weight loader)."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s): {listing(list(missing))}")
+    if unknown:
+        parts.append(f"{len(unknown)} unknown key(s): {listing(list(unknown))}")
+    if wrong:
+        parts.append(f"{len(wrong)} key(s) of the wrong shape: "
+                     + listing([f"{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
+    return "; ".join(parts)
+
+
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> None:
-    """Load model tensors strictly; a mismatch names the missing and unexpected keys."""
+    """Load model tensors strictly; a mismatch names the missing, unknown and wrongly shaped keys."""
     state = model_state(tensors)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} key(s): {', '.join(missing[:6])}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected[:6])}")
-        if wrong:
-            parts.append(f"shape mismatch for: {', '.join(wrong[:6])}")
-        raise SeglabError(f"checkpoint {path} does not fit the model: " + "; ".join(parts))
+    missing, unknown, wrong = compare_keys(own, state)
+    if missing or unknown or wrong:
+        raise SeglabError(f"checkpoint {path} does not fit the model: "
+                          + describe_keys(own, state, missing, unknown, wrong))
     model.load_state_dict(state)
 
 

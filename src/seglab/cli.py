@@ -1,4 +1,9 @@
-"""`seglab` sub-commands: parse, call the library, print. Errors a user can cause exit with code 2 and one message."""
+"""`seglab` sub-commands: parse, call the library, print. Errors a user can cause exit with code 2 and one message.
+
+A thin skin that imports lazily: `import seglab.cli` and building the parser import no torch (the train options,
+whose model list needs the registry, are added only when `seglab train` is parsed), so commands that need no torch
+can run without it.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,12 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, get_type_hints
 
 import yaml
 
 from .errors import SeglabError
-
-DEMO = dict(model="vit", dataset="synthetic", image_size=64, train_samples=1024, val_samples=256, epochs=10,
-            batch_size=32, lr=1e-3, optimizer="adamw", weight_decay=0.01, scheduler="cosine", warmup_epochs=1.0,
-            contrast=0.3, hflip=0.5, interpolation="bilinear", num_vis=14, recipe="demo",
-            model_options=dict(patch_size=8, embed_size=128, num_blocks=4, num_heads=4, dropout=0.0))
 
 
 def _positive_int(text: str) -> int:
@@ -43,25 +43,83 @@ def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
 
 
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per TrainConfig field; defaults suppressed so we know which were given explicitly."""
-    from .config import TrainConfig
+    """One flag per TrainConfig field, its help and choices from the field's metadata; defaults suppressed so we
+    know which were given explicitly."""
+    from .config import TrainConfig, choices_of
 
     hints = get_type_hints(TrainConfig)
     g = p.add_argument_group("training options (fields of TrainConfig; defaults: the article's recipe)")
     for f in dataclasses.fields(TrainConfig):
-        if f.name in ("model_options", "recipe"):
+        if not f.metadata.get("flag", True):
             continue
         flag = "--" + f.name.replace("_", "-")
         text = str(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = f.default if f.default not in (dataclasses.MISSING, None) else "unset"
+        choices = choices_of(f)
+        extra = [f"choices: {', '.join(choices)}" + (f" or {f.metadata['pattern'][1]}" if f.metadata["pattern"]
+                                                      else "")] if choices else []
+        help_text = f"{f.metadata['help']} ({'; '.join([*extra, f'default: {default}'])})".replace("%", "%%")
         if hints[f.name] is bool:
-            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                           help=f"(default: {default})")
+            g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
             continue
         kind = int if ("int" in text and "float" not in text) else float if "float" in text else str
-        g.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=f"(default: {default})")
+        g.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
     g.add_argument("--model-option", "-O", action="append", metavar="KEY=VALUE",
                    help="a model config override, e.g. -O embed_size=512 (repeatable)")
+
+
+class _LazyParser(argparse.ArgumentParser):
+    """A sub-command's parser whose options are added when it is first used (parsed, or asked for help)."""
+
+    def __init__(self, *args: Any, populate: Callable[[argparse.ArgumentParser], None] | None = None,
+                 **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._populate = populate
+
+    def _ready(self) -> None:
+        if self._populate is not None:
+            populate, self._populate = self._populate, None
+            populate(self)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        self._ready()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        self._ready()
+        return super().format_help()
+
+
+_SHARED: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "device": (("--device",), dict(default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps")),
+    "quiet": (("--quiet",), dict(action="store_true", help="no progress bars")),
+    "batch_size": (("--batch-size",), dict(type=None, help="images per batch")),  # type and default per command
+    "skip_bad": (("--skip-bad",), dict(action="store_true", help="leave out images that cannot be read, and list "
+                                                                  "them")),
+}
+
+
+def _shared(*names: str, batch_size: int = 64) -> argparse.ArgumentParser:
+    """A parent parser with the options several sub-commands share (device, quiet, batch size, skip-bad)."""
+    parent = argparse.ArgumentParser(add_help=False)
+    for name in names:
+        flags, kwargs = _SHARED[name]
+        if name == "batch_size":
+            kwargs = dict(kwargs, type=_positive_int, default=batch_size,
+                          help=f"{kwargs['help']} (default: {batch_size})")
+        parent.add_argument(*flags, **kwargs)
+    return parent
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("seglab")
+    except Exception:  # noqa: BLE001 - not installed (a source checkout on PYTHONPATH)
+        from . import __version__
+
+        return __version__
 
 
 def _config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None):
@@ -89,20 +147,14 @@ def _print_metrics(m: dict[str, float]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from . import distributed as dist
+    from .train import RESUME_CHANGES, resolve_config, train
 
     if args.resume:
-        cfg = None
-        if hasattr(args, "epochs"):
-            from .config import TrainConfig
-
-            cfg = dataclasses.replace(TrainConfig.from_yaml(Path(args.resume) / "config.yaml"), epochs=args.epochs,
-                                      quiet=getattr(args, "quiet", False))
-        result = train(cfg, resume=args.resume)
+        given = {k: getattr(args, k) for k in RESUME_CHANGES if hasattr(args, k)}
+        result = train(dataclasses.replace(resolve_config(resume=args.resume), **given), resume=args.resume)
     else:
         result = train(_config_from_args(args))
-    from . import distributed as dist
-
     if dist.is_main():
         print(f"run directory: {result.run_dir}")
         _print_metrics(result.metrics)
@@ -111,14 +163,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .config import TrainConfig
+    from .config import TrainConfig, apply_recipe
     from .train import train
 
-    values = dict(DEMO, out_dir=args.out_dir, quiet=args.quiet, device=args.device)
+    values = dict(out_dir=args.out_dir, quiet=args.quiet, device=args.device)
     if args.epochs is not None:
         values["epochs"] = args.epochs
     t0 = time.perf_counter()
-    result = train(TrainConfig.from_dict(values, source="demo"))
+    result = train(TrainConfig.from_dict(apply_recipe(values, "demo"), source="demo"))
     seconds = time.perf_counter() - t0
     run = result.run_dir
     print(f"demo: trained a small ViT on the synthetic dataset in {seconds:.0f} s")
@@ -150,7 +202,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     m = evaluate(model, ds, batch_size=args.batch_size, device=device, quiet=args.quiet)
     secs = time.perf_counter() - t0
-    print(f"{header['model']['name']} on {dataset}/{split} ({len(ds)} images, {secs:.1f} s, {len(ds) / secs:.1f} img/s)")
+    print(f"{header['model']['name']} on {dataset}/{split} ({len(ds)} images, {secs:.1f} s, "
+          f"{len(ds) / secs:.1f} img/s)")
     _print_metrics(m)
     if ds.skipped:
         print(f"skipped {len(ds.skipped)} bad file(s): " + ", ".join(s for s, _ in ds.skipped))
@@ -237,81 +290,82 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .config import RECIPES
-
     p = argparse.ArgumentParser(prog="seglab", description="Efficient semantic segmentation in PyTorch.")
+    p.add_argument("--version", action="version", version=f"seglab {_version()}")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_LazyParser)
 
-    d = sub.add_parser("demo", help="train a small ViT on the synthetic dataset (CPU, a few minutes)")
-    d.add_argument("--out-dir", default="runs")
-    d.add_argument("--epochs", type=int, default=None)
-    d.add_argument("--device", default="auto")
-    d.add_argument("--quiet", action="store_true")
+    d = sub.add_parser("demo", parents=[_shared("device", "quiet")],
+                       help="train a small ViT on the synthetic dataset (CPU, a few minutes)")
+    d.add_argument("--out-dir", default="runs", help="the folder the run directory is made in (default: runs)")
+    d.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo recipe's 10)")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", help="train a model (the article's recipe by default)")
-    t.add_argument("--config", help="a config.yaml (e.g. RUN_DIR/config.yaml) to repeat; flags override it")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where it stopped")
-    t.add_argument("--recipe", choices=sorted(RECIPES), help="a named preset of training options")
-    _add_config_flags(t)
+    t = sub.add_parser("train", help="train a model (the article's recipe by default)", populate=_train_options)
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="exact metrics of a checkpoint over a whole split")
-    e.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT")
-    e.add_argument("--dataset")
-    e.add_argument("--split")
-    e.add_argument("--data-root")
-    e.add_argument("--download", action="store_true")
-    e.add_argument("--batch-size", type=_positive_int, default=64)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--skip-bad", action="store_true")
-    e.add_argument("--quiet", action="store_true")
+    e = sub.add_parser("eval", parents=[_shared("device", "quiet", "batch_size", "skip_bad", batch_size=64)],
+                       help="exact metrics of a checkpoint over a whole split")
+    e.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory (its best checkpoint) or "
+                                                                       "a .safetensors checkpoint")
+    e.add_argument("--dataset", help="the dataset (default: the checkpoint's)")
+    e.add_argument("--split", help="the split (default: test for oxford-pets, else val)")
+    e.add_argument("--data-root", help="where the dataset lives")
+    e.add_argument("--download", action="store_true", help="download the dataset when it is missing")
     e.set_defaults(func=cmd_eval)
 
-    pr = sub.add_parser("predict", help="masks and overlays for images at their original size")
-    pr.add_argument("checkpoint", metavar="CHECKPOINT")
-    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER")
-    pr.add_argument("--out", required=True, metavar="DIR")
-    pr.add_argument("--batch-size", type=_positive_int, default=16)
-    pr.add_argument("--device", default="auto")
-    pr.add_argument("--skip-bad", action="store_true", help="leave out images that cannot be read, and list them")
-    pr.add_argument("--quiet", action="store_true")
+    pr = sub.add_parser("predict", parents=[_shared("device", "quiet", "batch_size", "skip_bad", batch_size=16)],
+                        help="masks and overlays for images at their original size")
+    pr.add_argument("checkpoint", metavar="CHECKPOINT", help="a run directory or a .safetensors checkpoint")
+    pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images, or folders of images")
+    pr.add_argument("--out", required=True, metavar="DIR", help="where the masks and overlays are written")
     pr.set_defaults(func=cmd_predict)
 
     tr = sub.add_parser("trace", help="the shape of the tensor after every step of a model")
-    tr.add_argument("--model", default="vit")
-    tr.add_argument("--num-classes", type=int, default=3)
-    tr.add_argument("--image-size", type=int, default=128)
-    tr.add_argument("--embed-size", type=int)
-    tr.add_argument("--num-blocks", type=int)
-    tr.add_argument("--num-heads", type=int)
-    tr.add_argument("--patch-size", type=int)
-    tr.add_argument("--model-option", "-O", action="append", metavar="KEY=VALUE")
+    tr.add_argument("--model", default="vit", help="a registered model (default: vit; `seglab models` lists them)")
+    tr.add_argument("--num-classes", type=int, default=3, help="classes (default: 3)")
+    tr.add_argument("--image-size", type=int, default=128, help="the input's side in pixels (default: 128)")
+    for name in ("embed_size", "num_blocks", "num_heads", "patch_size"):
+        tr.add_argument("--" + name.replace("_", "-"), type=int, help=f"ViT: the model's {name} (the same as -O "
+                                                                      f"{name}=N)")
+    tr.add_argument("--model-option", "-O", action="append", metavar="KEY=VALUE",
+                    help="a model config override (repeatable)")
     tr.add_argument("--figure", metavar="PNG", help="also draw the journey as a picture")
     tr.set_defaults(func=cmd_trace)
 
     m = sub.add_parser("models", help="the registered models: parameters, GFLOPs, published figures")
-    m.add_argument("--num-classes", type=int, default=3)
+    m.add_argument("--num-classes", type=int, default=3, help="classes the models are built for (default: 3)")
     m.set_defaults(func=cmd_models)
 
-    at = sub.add_parser("attention", help="where a patch attends, per head, for chosen blocks (vit*, segformer-*)")
-    at.add_argument("checkpoint", metavar="CHECKPOINT")
-    at.add_argument("image", metavar="IMAGE")
+    at = sub.add_parser("attention", parents=[_shared("device")],
+                        help="where a patch attends, per head, for chosen blocks (vit*, segformer-*)")
+    at.add_argument("checkpoint", metavar="CHECKPOINT", help="a run directory or a .safetensors checkpoint")
+    at.add_argument("image", metavar="IMAGE", help="the image to look at")
     at.add_argument("--patch", required=True, metavar="ROW,COL", help="ViT: patch grid cell; SegFormer: 32-px cell")
     at.add_argument("--blocks", help="ViT: block indices (0,5,11); SegFormer: stage.block (0.1,3.2); default: a few")
-    at.add_argument("--out", default="attention.png")
-    at.add_argument("--device", default="auto")
+    at.add_argument("--out", default="attention.png", help="the figure to write (default: attention.png)")
     at.set_defaults(func=cmd_attention)
 
-    da = sub.add_parser("data", help="download datasets, show where data lives")
-    da.add_argument("action", choices=["download", "info"])
-    da.add_argument("name", nargs="?", default="oxford-pets")
+    da = sub.add_parser("data", parents=[_shared("quiet")], help="download datasets, show where data lives")
+    da.add_argument("action", choices=["download", "info"], help="download a dataset, or show where data lives")
+    da.add_argument("name", nargs="?", default="oxford-pets", help="the dataset (default: oxford-pets)")
     da.add_argument("--root", help="where to put it (default: $SEGLAB_DATA/oxford-iiit-pet)")
     da.add_argument("--mirror", help="base URL to download from instead of the VGG site")
-    da.add_argument("--quiet", action="store_true")
     da.set_defaults(func=cmd_data)
     return p
+
+
+def _train_options(t: argparse.ArgumentParser) -> None:
+    """`seglab train`'s options: --config, --resume, --recipe and one flag per TrainConfig field."""
+    from .config import RECIPES, TrainConfig
+
+    t.add_argument("--config", help="a config.yaml (e.g. RUN_DIR/config.yaml) to repeat; flags override it")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run where it stopped (flags that may "
+                                                      "change: --epochs, --quiet)")
+    t.add_argument("--recipe", choices=sorted(RECIPES),
+                   help=f"{TrainConfig.__dataclass_fields__['recipe'].metadata['help']} (choices: "
+                        f"{', '.join(sorted(RECIPES))})")
+    _add_config_flags(t)
 
 
 def main(argv: list[str] | None = None) -> int:

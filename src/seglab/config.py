@@ -1,5 +1,9 @@
 """TrainConfig: one dataclass describes a training run completely; saved as config.yaml in its run directory.
 
+Each field carries its help text, its choices and its range in dataclass field metadata (`option(...)`), and
+everything else is generated from that: `seglab train -h` (cli.py), `validate()` here. Adding a train flag is
+adding a field with `option(default, "help", choices=..., low=...)`; nothing else needs to change.
+
 Recipes are named presets of TrainConfig fields; explicit values given after a recipe win.
 """
 
@@ -7,18 +11,97 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
 import yaml
 
-from .errors import SeglabError
+from .errors import SeglabError, check_known
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("step", "cosine", "onecycle", "poly", "none")
 AMP_MODES = ("auto", "bf16", "off")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+
+RECIPES: dict[str, dict[str, Any]] = {
+    # The authors' notebook (Part 4): batch 64, Adam 4e-4, StepLR(12, 0.8) per epoch, 50 epochs, flip + contrast 0.3.
+    "article": dict(epochs=50, batch_size=64, optimizer="adam", lr=4e-4, weight_decay=0.0, scheduler="step",
+                    step_size=12, gamma=0.8, warmup_epochs=0.0, hflip=0.5, contrast=0.3, interpolation="nearest"),
+    # The series' CNN, Part 2: Adam 1e-3, StepLR(7, 0.7), 20 epochs.
+    "segnet-part2": dict(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, scheduler="step", step_size=7,
+                         gamma=0.7, hflip=0.5, contrast=0.3, interpolation="nearest"),
+    # Part 3 (depthwise-separable CNN): Adam 1e-3, no scheduler, 20 epochs.
+    "segnet-part3": dict(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, scheduler="none", hflip=0.5,
+                         contrast=0.3, interpolation="nearest"),
+    # SegFormer's own recipe (AdamW, poly decay, warm-up), with a learning rate that works from scratch.
+    "segformer": dict(optimizer="adamw", lr=6e-4, weight_decay=0.01, scheduler="poly", warmup_epochs=2.0,
+                      batch_size=32, interpolation="bilinear"),
+    # seglab's fastest route to the article's accuracy (benchmarks/README.md, "The fast recipe"): AdamW at a
+    # higher peak lr with a 1-epoch warm-up and cosine decay to 0 over 30 epochs instead of Adam + StepLR over
+    # 50; images resized bilinearly (the article: nearest) so the model sees smooth images; same batch,
+    # augmentation and loss. On GPUs it runs in bf16 (amp auto); on CPUs with AVX512-BF16/AMX add --amp bf16.
+    "fast": dict(epochs=30, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.05, scheduler="cosine",
+                 warmup_epochs=1.0, hflip=0.5, contrast=0.3, interpolation="bilinear"),
+    # `seglab demo`: a small ViT on the synthetic dataset, a few minutes on a CPU.
+    "demo": dict(model="vit", dataset="synthetic", image_size=64, train_samples=1024, val_samples=256, epochs=10,
+                 batch_size=32, lr=1e-3, optimizer="adamw", weight_decay=0.01, scheduler="cosine",
+                 warmup_epochs=1.0, contrast=0.3, hflip=0.5, interpolation="bilinear", num_vis=14,
+                 model_options=dict(patch_size=8, embed_size=128, num_blocks=4, num_heads=4, dropout=0.0)),
+}
+
+Choices = tuple[str, ...] | Callable[[], Iterable[str]]
+
+
+def option(
+    default: Any = None,
+    help: str = "",
+    *,
+    choices: Choices | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    pattern: tuple[str, str] | None = None,
+    flag: bool = True,
+    default_factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A TrainConfig field with its help, choices (a tuple, or a function that lists them on use: the model
+    registry imports torch), range [low, high] ((low, high] with low_open), `pattern` (a regular expression
+    and how to say it) for values accepted besides the choices, and flag=False for a field without a generated
+    command-line flag (the CLI has its own, e.g. -O for model_options)."""
+    metadata = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
+                "pattern": pattern, "flag": flag}
+    if default_factory is not None:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """A field's choices as a tuple (calling the lister if it is one), or None when any value goes."""
+    choices = f.metadata.get("choices")
+    if choices is None:
+        return None
+    return tuple(choices() if callable(choices) else choices)
+
+
+def _models() -> list[str]:
+    from .models import list_models
+
+    return list_models()
+
+
+def _datasets() -> tuple[str, ...]:
+    from .data import DATASETS
+
+    return DATASETS
+
+
+def _interpolations() -> tuple[str, ...]:
+    from .data.cache import INTERPOLATIONS
+
+    return tuple(INTERPOLATIONS)
 
 
 @dataclass
@@ -26,106 +109,78 @@ class TrainConfig:
     """Every value of a training run. The defaults are the article's recipe (Matani & Singh, Part 4)."""
 
     # what to train
-    model: str = "vit"
-    model_options: dict[str, Any] = field(default_factory=dict)  # overrides of the model's config, e.g. embed_size
-    init_from: str | None = None  # weights to start from (a seglab checkpoint or HF Segformer weights)
+    model: str = option("vit", "the model to train (`seglab models` lists their sizes)", choices=_models)
+    model_options: dict[str, Any] = option(
+        help="overrides of the model's config, e.g. {embed_size: 512}; on the command line -O KEY=VALUE",
+        default_factory=dict, flag=False)
+    init_from: str | None = option(None, "weights to start from: a seglab checkpoint or run directory, or HF "
+                                         "SegFormer weights (a folder or file) for segformer-* models")
     # data
-    dataset: str = "oxford-pets"
-    data_root: str | None = None
-    download: bool = False
-    train_split: str = "trainval"
-    val_split: str = "test"
-    image_size: int = 128
-    interpolation: str = "nearest"  # image resize; masks always nearest
-    train_samples: int | None = None  # synthetic: how many; other datasets: use only the first N
-    val_samples: int | None = None
-    skip_bad: bool = False
+    dataset: str = option("oxford-pets", "the dataset to train and validate on", choices=_datasets)
+    data_root: str | None = option(None, "where the dataset lives (default: under $SEGLAB_DATA; the folder "
+                                         "dataset needs it: a folder with images/ and masks/)")
+    download: bool = option(False, "download the dataset when it is missing (oxford-pets)")
+    train_split: str = option("trainval", "the split to train on")
+    val_split: str = option("test", "the split evaluated after every epoch")
+    image_size: int = option(128, "images and masks are resized to IMAGE_SIZE x IMAGE_SIZE pixels", low=1)
+    interpolation: str = option("nearest", "how images are resized (masks always by nearest)",
+                                choices=_interpolations)
+    train_samples: int | None = option(None, "synthetic: how many training images; other datasets: use only "
+                                             "the first N", low=1)
+    val_samples: int | None = option(None, "like train_samples, for the validation split", low=1)
+    skip_bad: bool = option(False, "leave out images or masks that cannot be read, and list them in train.log")
     # optimisation
-    epochs: int = 50
-    batch_size: int = 64  # global: split across ranks under torchrun
-    eval_batch_size: int = 64
-    optimizer: str = "adam"
-    lr: float = 4e-4
-    weight_decay: float = 0.0
-    momentum: float = 0.9  # sgd only
-    scheduler: str = "step"
-    step_size: int = 12  # StepLR, stepped once per epoch
-    gamma: float = 0.8
-    warmup_epochs: float = 0.0  # linear warm-up, for cosine / poly
-    label_smoothing: float = 0.0
+    epochs: int = option(50, "passes over the training split", low=1)
+    batch_size: int = option(64, "images per optimizer step, over all processes (split across ranks under "
+                                 "torchrun)", low=1)
+    eval_batch_size: int = option(64, "images per batch when evaluating", low=1)
+    optimizer: str = option("adam", "the optimizer", choices=OPTIMIZERS)
+    lr: float = option(4e-4, "the (peak) learning rate", low=0, low_open=True)
+    weight_decay: float = option(0.0, "weight decay (decoupled for adamw)", low=0)
+    momentum: float = option(0.9, "momentum (sgd only)", low=0)
+    scheduler: str = option("step", "the learning-rate schedule: step (StepLR once per epoch, as the article), "
+                                    "cosine / poly (per step, after a linear warm-up), onecycle, none",
+                            choices=SCHEDULERS)
+    step_size: int = option(12, "StepLR: epochs between two decays", low=1)
+    gamma: float = option(0.8, "StepLR: the decay factor", low=0, high=1, low_open=True)
+    warmup_epochs: float = option(0.0, "linear warm-up in epochs (cosine, poly; onecycle's rise)", low=0)
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing", low=0, high=1)
     # augmentation (on the training device)
-    hflip: float = 0.5
-    contrast: float = 0.3
-    brightness: float = 0.0
-    saturation: float = 0.0
+    hflip: float = option(0.5, "probability of a horizontal flip of image and mask", low=0, high=1)
+    contrast: float = option(0.3, "colour jitter: contrast strength (0: off)", low=0)
+    brightness: float = option(0.0, "colour jitter: brightness strength (0: off)", low=0)
+    saturation: float = option(0.0, "colour jitter: saturation strength (0: off)", low=0)
     # running
-    seed: int = 0
-    device: str = "auto"
-    amp: str = "auto"  # bf16 autocast on CUDA when auto
-    compile: bool = False
-    out_dir: str = "runs"
-    run_name: str | None = None
-    num_vis: int = 21  # fixed validation images drawn each epoch (the article: 21, 7 per row)
-    quiet: bool = False
-    recipe: str = "article"
+    seed: int = option(0, "seeds everything: the same config and seed give the same metrics on a CPU",
+                       low=0, high=2**63 - 1)
+    device: str = option("auto", "where to train: auto picks cuda, then mps, then cpu; or cuda:N",
+                         choices=DEVICES, pattern=(r"cuda:\d+", "cuda:N"))
+    amp: str = option("auto", "bf16 autocast: auto = on CUDA only; bf16 = everywhere; off", choices=AMP_MODES)
+    compile: bool = option(False, "torch.compile the model")
+    out_dir: str = option("runs", "the folder that run directories are made in")
+    run_name: str | None = option(None, "the run directory's name inside out_dir (default: MODEL-DATASET-TIME)")
+    num_vis: int = option(21, "fixed validation images drawn each epoch (the article: 21, 7 per row)", low=0)
+    quiet: bool = option(False, "no progress bars or per-epoch lines on the terminal (train.log keeps them)")
+    recipe: str = option("article", "a named preset of training options; options given with it win",
+                         choices=tuple(RECIPES),
+                         flag=False)
 
     def validate(self) -> None:
         """Reject impossible values before any work starts, naming the field.
 
-        Checks every field's type (for a TrainConfig built directly), ranges, choices, and the model options
-        (by building the model on the meta device: no memory, no data, milliseconds).
+        Every field's type (for a TrainConfig built directly), range and choices come from its metadata; the
+        checks that involve several fields follow; last the model options, by building the model on the meta
+        device (no memory, no data, milliseconds).
         """
         def bad(name: str, why: str) -> SeglabError:
             return SeglabError(f"invalid config: {name} = {getattr(self, name)!r}: {why}")
 
         hints = get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            _coerce(f.name, getattr(self, f.name), hints[f.name], "invalid config")
-            value = getattr(self, f.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                raise bad(f.name, "must be a finite number")
-        for name in ("epochs", "batch_size", "eval_batch_size", "image_size", "step_size"):
-            if getattr(self, name) < 1:
-                raise bad(name, "must be at least 1")
-        if not self.lr > 0:
-            raise bad("lr", "must be positive")
-        if self.weight_decay < 0:
-            raise bad("weight_decay", "must not be negative")
-        if not 0 < self.gamma <= 1:
-            raise bad("gamma", "must be in (0, 1]")
-        for name in ("hflip",):
-            if not 0 <= getattr(self, name) <= 1:
-                raise bad(name, "must be a probability in [0, 1]")
-        for name in ("contrast", "brightness", "saturation", "warmup_epochs", "label_smoothing", "num_vis"):
-            if getattr(self, name) < 0:
-                raise bad(name, "must not be negative")
-        if self.optimizer not in OPTIMIZERS:
-            raise bad("optimizer", f"choose one of {', '.join(OPTIMIZERS)}")
-        if self.scheduler not in SCHEDULERS:
-            raise bad("scheduler", f"choose one of {', '.join(SCHEDULERS)}")
-        if self.amp not in AMP_MODES:
-            raise bad("amp", f"choose one of {', '.join(AMP_MODES)}")
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise bad("device", f"choose one of {', '.join(DEVICES)} or cuda:N")
-        for name in ("train_samples", "val_samples"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise bad(name, "must be at least 1 (or unset)")
-        if self.momentum < 0:
-            raise bad("momentum", "must not be negative")
-        if self.label_smoothing > 1:
-            raise bad("label_smoothing", "must be in [0, 1]")
-        if self.scheduler == "onecycle" and self.warmup_epochs >= self.epochs:
-            raise bad("warmup_epochs", f"must be less than epochs ({self.epochs}) for the onecycle scheduler")
-        if not 0 <= self.seed < 2**63:
-            raise bad("seed", "must be in 0 .. 2**63 - 1")
-        from .data import DATASETS
-        from .data.cache import INTERPOLATIONS
-
-        if self.dataset not in DATASETS:
-            raise bad("dataset", f"choose one of {', '.join(DATASETS)}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise bad("interpolation", f"choose one of {', '.join(INTERPOLATIONS)}")
+            value = _coerce(f.name, getattr(self, f.name), hints[f.name], "invalid config")
+            why = _out_of_range(f, value)
+            if why:
+                raise bad(f.name, why)
         for name in ("train_split", "val_split", "out_dir"):
             if not getattr(self, name).strip():
                 raise bad(name, "must not be empty")
@@ -135,6 +190,8 @@ class TrainConfig:
         if self.run_name is not None and (self.run_name.strip() in ("", ".", "..") or Path(self.run_name).is_absolute()
                                           or ".." in Path(self.run_name).parts):
             raise bad("run_name", "must be a folder name inside out_dir")
+        if self.scheduler == "onecycle" and self.warmup_epochs >= self.epochs:
+            raise bad("warmup_epochs", f"must be less than epochs ({self.epochs}) for the onecycle scheduler")
         self._check_model()
 
     def _check_model(self) -> None:
@@ -157,19 +214,16 @@ class TrainConfig:
         Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], source: str = "config") -> "TrainConfig":
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a dict, rejecting unknown keys and values of the wrong type, naming the key."""
         if not isinstance(values, dict):
             raise SeglabError(f"{source}: expected a mapping of TrainConfig fields, not {type(values).__name__}")
         hints = get_type_hints(cls)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(str(k) for k in set(values) - known)
-        if unknown:
-            raise SeglabError(f"{source}: unknown key(s) {', '.join(unknown)}; valid keys: {', '.join(sorted(known))}")
-        out = {}
-        for key, value in values.items():
-            out[key] = _coerce(key, value, hints[key], source)
-        cfg = cls(**out)
+        try:
+            check_known(values, (f.name for f in dataclasses.fields(cls)), noun="key")
+        except SeglabError as e:
+            raise SeglabError(f"{source}: {e}") from None
+        cfg = cls(**{key: _coerce(key, value, hints[key], source) for key, value in values.items()})
         try:
             cfg.validate()
         except SeglabError as e:
@@ -177,7 +231,7 @@ class TrainConfig:
         return cfg
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
         path = Path(path)
         if path.is_dir():
             path = path / "config.yaml"
@@ -194,6 +248,29 @@ class TrainConfig:
         return cls.from_dict(values, source=str(path))
 
 
+def _out_of_range(f: dataclasses.Field, value: Any) -> str | None:
+    """Why a field's (type-checked) value breaks its metadata's range or choices, or None."""
+    if value is None or isinstance(value, (bool, dict)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    m = f.metadata
+    choices = choices_of(f)
+    if choices is not None and value not in choices and not (m["pattern"] and re.fullmatch(m["pattern"][0], value)):
+        return f"choose one of {', '.join(choices)}" + (f" or {m['pattern'][1]}" if m["pattern"] else "")
+    low, high, low_open = m.get("low"), m.get("high"), m.get("low_open")
+    if low is None or isinstance(value, str):
+        return None
+    if (value <= low if low_open else value < low) or (high is not None and value > high):
+        unset = " (or unset)" if f.default is None else ""
+        if high is not None:
+            return f"must be in {'(' if low_open else '['}{low}, {high}]{unset}"
+        if low_open:
+            return f"must be greater than {low}{unset}"
+        return f"must not be negative{unset}" if low == 0 else f"must be at least {low}{unset}"
+    return None
+
+
 def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     """Check a value against a field's type (int, float, bool, str, dict, or X | None)."""
     text = str(hint)
@@ -202,6 +279,7 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
         if optional:
             return None
         raise SeglabError(f"{source}: {key} must not be empty")
+
     def wrong(kind: str) -> SeglabError:
         return SeglabError(f"{source}: {key} must be {kind}, not {value!r}")
     if "dict" in text:
@@ -223,28 +301,6 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
     if not isinstance(value, str):
         raise wrong("a string")
     return value
-
-
-RECIPES: dict[str, dict[str, Any]] = {
-    # The authors' notebook (Part 4): batch 64, Adam 4e-4, StepLR(12, 0.8) per epoch, 50 epochs, flip + contrast 0.3.
-    "article": dict(epochs=50, batch_size=64, optimizer="adam", lr=4e-4, weight_decay=0.0, scheduler="step",
-                    step_size=12, gamma=0.8, warmup_epochs=0.0, hflip=0.5, contrast=0.3, interpolation="nearest"),
-    # The series' CNN, Part 2: Adam 1e-3, StepLR(7, 0.7), 20 epochs.
-    "segnet-part2": dict(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, scheduler="step", step_size=7,
-                         gamma=0.7, hflip=0.5, contrast=0.3, interpolation="nearest"),
-    # Part 3 (depthwise-separable CNN): Adam 1e-3, no scheduler, 20 epochs.
-    "segnet-part3": dict(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, scheduler="none", hflip=0.5,
-                         contrast=0.3, interpolation="nearest"),
-    # SegFormer's own recipe (AdamW, poly decay, warm-up), with a learning rate that works from scratch.
-    "segformer": dict(optimizer="adamw", lr=6e-4, weight_decay=0.01, scheduler="poly", warmup_epochs=2.0,
-                      batch_size=32, interpolation="bilinear"),
-    # seglab's fastest route to the article's accuracy (benchmarks/README.md, "The fast recipe"): AdamW at a
-    # higher peak lr with a 1-epoch warm-up and cosine decay to 0 over 30 epochs instead of Adam + StepLR over
-    # 50; images resized bilinearly (the article: nearest) so the model sees smooth images; same batch,
-    # augmentation and loss. On GPUs it runs in bf16 (amp auto); on CPUs with AVX512-BF16/AMX add --amp bf16.
-    "fast": dict(epochs=30, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.05, scheduler="cosine",
-                 warmup_epochs=1.0, hflip=0.5, contrast=0.3, interpolation="bilinear"),
-}
 
 
 def apply_recipe(values: dict[str, Any], recipe: str) -> dict[str, Any]:

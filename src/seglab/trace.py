@@ -70,7 +70,8 @@ def format_trace(rows: list[TraceRow]) -> str:
     table = [("step", "module", "input", "output", "params")]
     table += [(r.step, r.module, fmt(r.input_shape), fmt(r.output_shape), f"{r.params:,}") for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(5)]
-    lines = ["  ".join(c.ljust(wd) if i < 4 else c.rjust(wd) for i, (c, wd) in enumerate(zip(row, widths))) for row in table]
+    lines = ["  ".join(c.ljust(wd) if i < 4 else c.rjust(wd) for i, (c, wd) in enumerate(zip(row, widths)))
+             for row in table]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 

@@ -1,6 +1,16 @@
 """train(): the training loop. Data cached as uint8 on the device and augmented there, bf16 autocast on CUDA,
 optional torch.compile, DDP under torchrun, atomic checkpoints every epoch, exact resume.
 
+`train()` reads as its phases: resolve the config -> build (device, data, model, optimizer, scheduler, loss) ->
+restore (or start) the run directory -> for each epoch: one epoch of steps, end of epoch (evaluate, log,
+checkpoint) -> finish. Where each concept lives:
+  the loss                  _make_loss
+  parameter groups          _param_groups (what trains, and at which learning rate)
+  optimizer / scheduler     _make_optimizer / _make_scheduler
+  one optimizer step        train_step (gradient clipping goes between its backward() and step())
+  per-step additions        _one_epoch, after train_step (e.g. an EMA of the weights)
+  what a checkpoint holds   _end_of_epoch
+
 Determinism: every epoch reseeds its own random streams from (seed, epoch) — the shuffle, the augmentation and
 dropout — so a run resumed at an epoch boundary replays exactly what an uninterrupted run does (on CPU).
 """
@@ -9,8 +19,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +41,7 @@ from .data.augment import AugmentConfig, augment_batch, to_float
 from .errors import SeglabError
 from .metrics import IGNORE_INDEX, ConfusionMatrix
 from .models import build_model
+from .models.segformer import Segformer
 from .viz import grid_image, save_curves, save_gif
 
 
@@ -90,16 +103,29 @@ def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDa
     return train_ds, val_ds
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C, H, W) float, masks (B, H, W)) -> loss
+
+
+def _make_loss(cfg: TrainConfig) -> LossFn:
+    """The training loss: cross-entropy over pixels, ignoring 255, with cfg.label_smoothing."""
+    return functools.partial(F.cross_entropy, ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing)
+
+
+def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: which parameters train (requires_grad), and with which options."""
+    return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+
 def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    # Fused Adam/AdamW: one kernel for all parameters. On CPU too (torch >= 2.4): the for-loop Adam there took
-    # several times as long per step on the 86M-parameter ViT (benchmarks/results/optimizer-cpu.*).
+    groups = _param_groups(cfg, model)
+    # Fused Adam/AdamW: one kernel for all parameters, on CPU too (torch >= 2.4): 1.07x the training images/s of
+    # the for-loop Adam on the 86M-parameter ViT (benchmarks/results/speedups-cpu-1thread.md, fused-optimizer).
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def prepare_model(model: nn.Module, device: torch.device) -> bool:
@@ -212,25 +238,112 @@ def _fmt(v: Any) -> Any:
     return f"{v:.6g}" if isinstance(v, float) else v
 
 
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    loss_fn: LossFn,
+    device: torch.device,
+    amp: str = "auto",
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """One optimizer step on a batch: images (B, 3, H, W) float, masks (B, H, W) int64 -> the loss (detached).
+
+    The forward pass runs under autocast_for(device, amp); the loss is computed in float32. Gradient clipping
+    belongs between backward() and step(). benchmarks/ time this function itself.
+    """
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast_for(device, amp):
+        logits = model(images)  # (B, C, H, W)
+    loss = loss_fn(logits.float(), masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@dataclass
+class _Run:
+    """What the phases of train() share: the config, the device, the data, the model and its optimizer."""
+
+    cfg: TrainConfig
+    device: torch.device
+    train_ds: SegmentationDataset
+    val_ds: SegmentationDataset
+    raw_model: nn.Module  # the model itself (its state is what checkpoints hold)
+    model: nn.Module  # what the steps call: raw_model, or its DDP / torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    per_step: bool  # the scheduler steps after every optimizer step (else once per epoch)
+    loss_fn: LossFn
+    channels_last: bool
+    per_rank_batch: int
+    per_rank_samples: int
+    steps_per_epoch: int
+    images: torch.Tensor  # (N, 3, H, W) uint8: the whole training split on the device
+    masks: torch.Tensor  # (N, H, W) uint8
+    vis_x: torch.Tensor  # (V, 3, H, W) float: the fixed validation images drawn each epoch
+    vis_y: torch.Tensor  # (V, H, W) int64, on the CPU
+    run_dir: Path = Path()
+    start_epoch: int = 0
+    best: float = -math.inf
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def world(self) -> int:
+        return dist.world_size()
+
+    @property
+    def quiet(self) -> bool:
+        return self.cfg.quiet or not dist.is_main()
+
+    def log(self, msg: str) -> None:
+        """A line in train.log (rank 0), and on the terminal unless quiet."""
+        if dist.is_main():
+            with open(self.run_dir / "train.log", "a") as f:
+                f.write(msg + "\n")
+            if not self.cfg.quiet:
+                tqdm.write(msg)
+
+
 def train(config: TrainConfig | None = None, resume: str | Path | None = None) -> TrainResult:
     """Train a model as `config` says, or continue the run in directory `resume` exactly where it stopped.
 
     Writes RUN_DIR/config.yaml, metrics.csv (a row per epoch), checkpoints/{last,best}.safetensors,
     figures/epoch_NNN.png, figures/progress.gif, figures/curves.png and train.log.
     """
+    cfg = resolve_config(config, resume)
+    run = _build(cfg, resuming=resume is not None)
+    _restore(run, resume)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        stats = _one_epoch(run, epoch)
+        _end_of_epoch(run, epoch, stats)
+    return _finish(run)
+
+
+RESUME_CHANGES = ("epochs", "quiet")  # what a resumed run may change from its config.yaml
+
+
+def resolve_config(config: TrainConfig | None = None, resume: str | Path | None = None) -> TrainConfig:
+    """The validated config of a run: `config` (default: the article's recipe), or when resuming, the run's own
+    config.yaml with only RESUME_CHANGES (e.g. more epochs) taken from `config`."""
     if resume is not None:
         resume = Path(resume)
         if not (resume / "config.yaml").exists():
             raise SeglabError(f"--resume {resume}: not a run directory (no config.yaml there)")
         cfg = TrainConfig.from_yaml(resume / "config.yaml")
-        if config is not None:  # allow e.g. more epochs on resume
-            cfg = dataclasses.replace(cfg, epochs=config.epochs, quiet=config.quiet)
-    elif config is None:
-        cfg = TrainConfig()
+        if config is not None:
+            cfg = dataclasses.replace(cfg, **{k: getattr(config, k) for k in RESUME_CHANGES})
     else:
-        cfg = config
+        cfg = config if config is not None else TrainConfig()
     cfg.validate()
+    return cfg
 
+
+def _build(cfg: TrainConfig, resuming: bool) -> _Run:
+    """Device (and the process group under torchrun), data, model, optimizer, scheduler and loss."""
     device = resolve_device(cfg.device)
     rank_device = dist.init(device.type)
     if rank_device is not None:
@@ -238,172 +351,176 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     world = dist.world_size()
     if cfg.batch_size % world:
         raise SeglabError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes of this run")
-    quiet = cfg.quiet or not dist.is_main()
     torch.manual_seed(cfg.seed)
 
     train_ds, val_ds = load_datasets(cfg)
-    model = build_model(cfg.model, num_classes=train_ds.num_classes, image_size=cfg.image_size, **cfg.model_options)
-    spec = model.seglab_spec
-    if cfg.init_from and resume is None:
-        _init_weights(model, cfg.init_from)
-    model.to(device)
-    channels_last = prepare_model(model, device)
-    raw_model = model
+    raw_model = build_model(cfg.model, num_classes=train_ds.num_classes, image_size=cfg.image_size,
+                            **cfg.model_options)
+    if cfg.init_from and not resuming:  # a resumed run's weights come from its own checkpoint
+        _load_init_from(raw_model, cfg.init_from)
+    raw_model.to(device)
+    channels_last = prepare_model(raw_model, device)
+    model = raw_model
     if dist.is_distributed():
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
 
     per_rank_batch = cfg.batch_size // world
-    n_train = len(train_ds)
-    per_rank_samples = math.ceil(n_train / world)
+    per_rank_samples = math.ceil(len(train_ds) / world)
     steps_per_epoch = math.ceil(per_rank_samples / per_rank_batch)
     optimizer = _make_optimizer(cfg, raw_model, device)
     scheduler, per_step = _make_scheduler(cfg, optimizer, steps_per_epoch)
+    n_vis = min(cfg.num_vis, len(val_ds))
+    return _Run(cfg=cfg, device=device, train_ds=train_ds, val_ds=val_ds, raw_model=raw_model, model=model,
+                optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=_make_loss(cfg),
+                channels_last=channels_last, per_rank_batch=per_rank_batch, per_rank_samples=per_rank_samples,
+                steps_per_epoch=steps_per_epoch, images=train_ds.images.to(device), masks=train_ds.masks.to(device),
+                vis_x=to_float(val_ds.images[:n_vis].to(device)), vis_y=val_ds.masks[:n_vis].long())
 
-    start_epoch = 0
-    best = -math.inf
+
+def _restore(run: _Run, resume: str | Path | None) -> None:
+    """A new run directory, or the resumed run's: its last checkpoint's weights, optimizer, scheduler, epoch."""
+    cfg = run.cfg
     if resume is not None:
-        run_dir = resume
-        last = run_dir / "checkpoints" / "last.safetensors"
+        run.run_dir = Path(resume)
+        last = run.run_dir / "checkpoints" / "last.safetensors"
         if last.exists():
             tensors, header = read_checkpoint(last)
-            load_weights(raw_model, tensors, last)
-            restore_optimizer(optimizer, tensors, header, last)
-            scheduler.load_state_dict(header["scheduler"])
-            start_epoch = int(header["epoch"])
-            best = float(header.get("best", -math.inf))
+            load_weights(run.raw_model, tensors, last)
+            restore_optimizer(run.optimizer, tensors, header, last)
+            run.scheduler.load_state_dict(header["scheduler"])
+            run.start_epoch = int(header["epoch"])
+            run.best = float(header.get("best", -math.inf))
         # else: stopped before its first checkpoint: start again from epoch 0 in the same directory
         for d in ("checkpoints", "figures"):
-            (run_dir / d).mkdir(parents=True, exist_ok=True)
+            (run.run_dir / d).mkdir(parents=True, exist_ok=True)
         if dist.is_main():
-            rows = [r for r in _read_metrics(run_dir / "metrics.csv") if int(r["epoch"]) <= start_epoch]
-            _write_metrics(run_dir / "metrics.csv", rows)  # drop rows of an epoch that was not checkpointed
-        if not quiet:
-            print(f"resuming {run_dir} after epoch {start_epoch}/{cfg.epochs}")
+            rows = [r for r in _read_metrics(run.run_dir / "metrics.csv") if int(r["epoch"]) <= run.start_epoch]
+            _write_metrics(run.run_dir / "metrics.csv", rows)  # drop rows of an epoch that was not checkpointed
+        if not run.quiet:
+            print(f"resuming {run.run_dir} after epoch {run.start_epoch}/{cfg.epochs}")
     else:
-        run_dir = _new_run_dir(cfg)
+        run.run_dir = _new_run_dir(cfg)
         if dist.is_main():
-            cfg.to_yaml(run_dir / "config.yaml")
-    log_path = run_dir / "train.log"
+            cfg.to_yaml(run.run_dir / "config.yaml")
+    run.history = _read_metrics(run.run_dir / "metrics.csv") if dist.is_main() else []
 
-    def log(msg: str) -> None:
-        if dist.is_main():
-            with open(log_path, "a") as f:
-                f.write(msg + "\n")
-            if not cfg.quiet:
-                tqdm.write(msg)
-
+    train_ds, val_ds = run.train_ds, run.val_ds
     if train_ds.skipped or val_ds.skipped:  # reported in train.log too, so a --quiet run keeps the record
         for ds in (train_ds, val_ds):
             for sid, why in ds.skipped:
-                log(f"skipped ({ds.split}): {sid}: {why}")
-        log(f"--skip-bad: left out {len(train_ds.skipped)} training and {len(val_ds.skipped)} validation file(s)")
-    if start_epoch == 0:
-        n_params = sum(p.numel() for p in raw_model.parameters())
-        log(f"model {cfg.model}: {n_params:,} parameters; data {cfg.dataset}: {len(train_ds)} train / "
-            f"{len(val_ds)} val at {cfg.image_size}x{cfg.image_size}; device {device}; world size {world}")
+                run.log(f"skipped ({ds.split}): {sid}: {why}")
+        run.log(f"--skip-bad: left out {len(train_ds.skipped)} training and {len(val_ds.skipped)} validation "
+                "file(s)")
+    if run.start_epoch == 0:
+        n_params = sum(p.numel() for p in run.raw_model.parameters())
+        run.log(f"model {cfg.model}: {n_params:,} parameters; data {cfg.dataset}: {len(train_ds)} train / "
+                f"{len(val_ds)} val at {cfg.image_size}x{cfg.image_size}; device {run.device}; "
+                f"world size {run.world}")
 
+
+def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
+    """Shuffle, augment and step through this rank's shard of the training split; stop on a non-finite loss."""
+    cfg, device, world = run.cfg, run.device, run.world
+    images, masks = run.images, run.masks
     aug = AugmentConfig(hflip=cfg.hflip, contrast=cfg.contrast, brightness=cfg.brightness, saturation=cfg.saturation)
-    train_images = train_ds.images.to(device)  # (N, 3, H, W) uint8: the whole split on the device
-    train_masks = train_ds.masks.to(device)  # (N, H, W) uint8
-    n_vis = min(cfg.num_vis, len(val_ds))
-    vis_x = to_float(val_ds.images[:n_vis].to(device))
-    vis_y = val_ds.masks[:n_vis].long()
-    history = _read_metrics(run_dir / "metrics.csv") if dist.is_main() else []
+    n_train = len(run.train_ds)
+    t0 = time.perf_counter()
+    seed = _epoch_seed(cfg.seed, epoch)
+    torch.manual_seed(seed)  # dropout and drop-path of this epoch
+    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
+    if world > 1:  # pad to a multiple of the world size like DistributedSampler, then take this rank's shard
+        order = torch.cat([order, order[: run.per_rank_samples * world - n_train]])[dist.rank()::world]
+    order = order.to(device)  # once per epoch: no host-to-device copy inside the step
+    aug_gen = torch.Generator(device=device).manual_seed(seed + dist.rank())
+    run.model.train()
+    loss_sum = torch.zeros((), device=device)
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+    steps, batch = run.steps_per_epoch, run.per_rank_batch
+    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=run.quiet, leave=False)
+    for step in bar:
+        b = order[step * batch:(step + 1) * batch]
+        x, y = augment_batch(images[b], masks[b], aug, aug_gen)  # (B, 3, H, W), (B, H, W)
+        loss = train_step(run.model, run.optimizer, x, y, run.loss_fn, device, cfg.amp, run.channels_last)
+        if run.per_step:
+            run.scheduler.step()
+        loss_sum += loss
+        # Remember the first non-finite step on the device (no host sync); checked every few steps.
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+        if step % 20 == 19 or step == steps - 1:
+            if first_bad.item() >= 0:
+                last_ckpt = run.run_dir / "checkpoints" / "last.safetensors"
+                kept = (f"The last good checkpoint is {last_ckpt}" if epoch > 0 and last_ckpt.exists()
+                        else "No epoch had finished, so no checkpoint was written")
+                raise SeglabError(
+                    f"loss became non-finite at epoch {epoch + 1}, step {first_bad.item() + 1}; training stopped. "
+                    f"{kept} (try a lower --lr)")
+            bar.set_postfix(loss=f"{loss_sum.item() / (step + 1):.4f}")
+    lr = run.optimizer.param_groups[0]["lr"]
+    if not run.per_step:
+        run.scheduler.step()
+    train_loss = dist.all_reduce_sum(loss_sum.clone()).item() / (steps * world)
+    return {"train_loss": train_loss, "lr": lr, "t0": t0, "train_seconds": time.perf_counter() - t0}
 
-    for epoch in range(start_epoch, cfg.epochs):
-        t0 = time.perf_counter()
-        seed = _epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(seed)  # dropout and drop-path of this epoch
-        order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
-        if world > 1:  # pad to a multiple of the world size like DistributedSampler, then take this rank's shard
-            order = torch.cat([order, order[: per_rank_samples * world - n_train]])[dist.rank()::world]
-        order = order.to(device)  # once per epoch: no host-to-device copy inside the step
-        aug_gen = torch.Generator(device=device).manual_seed(seed + dist.rank())
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=quiet, leave=False)
-        for step in bar:
-            b = order[step * per_rank_batch:(step + 1) * per_rank_batch].to(device)
-            x, y = augment_batch(train_images[b], train_masks[b], aug, aug_gen)  # (B, 3, H, W), (B, H, W)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_for(device, cfg.amp):
-                logits = model(x)  # (B, C, H, W)
-            loss = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if per_step:
-                scheduler.step()
-            loss_sum += loss.detach()
-            # Remember the first non-finite step on the device (no host sync); checked every few steps.
-            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
-            if step % 20 == 19 or step == steps_per_epoch - 1:
-                if first_bad.item() >= 0:
-                    last_ckpt = run_dir / "checkpoints" / "last.safetensors"
-                    kept = (f"The last good checkpoint is {last_ckpt}" if epoch > 0 and last_ckpt.exists()
-                            else "No epoch had finished, so no checkpoint was written")
-                    raise SeglabError(
-                        f"loss became non-finite at epoch {epoch + 1}, step {first_bad.item() + 1}; training stopped. "
-                        f"{kept} (try a lower --lr)")
-                bar.set_postfix(loss=f"{loss_sum.item() / (step + 1):.4f}")
-        lr = optimizer.param_groups[0]["lr"]
-        if not per_step:
-            scheduler.step()
-        train_loss = dist.all_reduce_sum(loss_sum.clone()).item() / (steps_per_epoch * world)
-        train_seconds = time.perf_counter() - t0
-        dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
-        val = evaluate(raw_model if not cfg.compile else model, val_ds, cfg.eval_batch_size, device, cfg.amp, quiet)
-        seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss,
-            "val_loss": val.pop("loss"),
-            **val,
-            "lr": lr,
-            "seconds": seconds,
-            "images_per_s": n_train / train_seconds,
-        }
-        improved = row["miou"] > best
-        best = max(best, row["miou"])
-        if dist.is_main():
-            history.append({k: _fmt(v) for k, v in row.items()})
-            _write_metrics(run_dir / "metrics.csv", history)
-            with torch.inference_mode():
-                raw_model.eval()
-                pred = raw_model(vis_x).argmax(1).cpu()
-            grid_image(vis_x.cpu(), vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}").save(
-                run_dir / "figures" / f"epoch_{epoch + 1:03d}.png")
-            meta = {"model": spec, "epoch": epoch + 1, "best": best, "metrics": {k: float(v) for k, v in row.items()},
-                    "class_names": list(train_ds.class_names), "image_size": cfg.image_size,
-                    "interpolation": cfg.interpolation}
-            save_checkpoint(run_dir / "checkpoints" / "last.safetensors", raw_model, meta, optimizer, scheduler)
-            if improved:
-                save_checkpoint(run_dir / "checkpoints" / "best.safetensors", raw_model, meta)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {train_loss:.4f}, val loss {row['val_loss']:.4f}, "
-            f"pixel acc {row['pixel_accuracy']:.4f}, IoU(article) {row.get('article_iou', float('nan')):.4f}, "
-            f"mIoU {row['miou']:.4f}, lr {lr:.3g}, {seconds:.1f}s, {row['images_per_s']:.1f} img/s")
-        dist.barrier()
 
-    dist.broadcast_buffers(raw_model)
+def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
+    """Evaluate, then (rank 0) append the metrics row, draw the figure and write the checkpoints; log a line."""
+    cfg, raw_model, train_ds, val_ds = run.cfg, run.raw_model, run.train_ds, run.val_ds
+    dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
+    val = evaluate(raw_model if not cfg.compile else run.model, val_ds, cfg.eval_batch_size, run.device, cfg.amp,
+                   run.quiet)
+    seconds = time.perf_counter() - stats["t0"]
+    row: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "train_loss": stats["train_loss"],
+        "val_loss": val.pop("loss"),
+        **val,
+        "lr": stats["lr"],
+        "seconds": seconds,
+        "images_per_s": len(train_ds) / stats["train_seconds"],
+    }
+    improved = row["miou"] > run.best
+    run.best = max(run.best, row["miou"])
     if dist.is_main():
-        frames = sorted((run_dir / "figures").glob("epoch_*.png"))
-        save_gif(frames, run_dir / "figures" / "progress.gif")
-        if history:
-            save_curves(history, run_dir / "figures" / "curves.png")
-    final = {k: float(v) for k, v in history[-1].items()} if history else {}
+        run.history.append({k: _fmt(v) for k, v in row.items()})
+        _write_metrics(run.run_dir / "metrics.csv", run.history)
+        with torch.inference_mode():
+            raw_model.eval()
+            pred = raw_model(run.vis_x).argmax(1).cpu()
+        figure = grid_image(run.vis_x.cpu(), run.vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}")
+        figure.save(run.run_dir / "figures" / f"epoch_{epoch + 1:03d}.png")
+        meta = {"model": raw_model.seglab_spec, "epoch": epoch + 1, "best": run.best,
+                "metrics": {k: float(v) for k, v in row.items()}, "class_names": list(train_ds.class_names),
+                "image_size": cfg.image_size, "interpolation": cfg.interpolation}
+        ckpts = run.run_dir / "checkpoints"
+        save_checkpoint(ckpts / "last.safetensors", raw_model, meta, run.optimizer, run.scheduler)
+        if improved:
+            save_checkpoint(ckpts / "best.safetensors", raw_model, meta)
+    run.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+            f"pixel acc {row['pixel_accuracy']:.4f}, IoU(article) {row.get('article_iou', float('nan')):.4f}, "
+            f"mIoU {row['miou']:.4f}, lr {row['lr']:.3g}, {seconds:.1f}s, {row['images_per_s']:.1f} img/s")
+    dist.barrier()
+
+
+def _finish(run: _Run) -> TrainResult:
+    """The progress GIF and the curves (rank 0); the last epoch's metrics, the same on every rank."""
+    dist.broadcast_buffers(run.raw_model)
+    figures = run.run_dir / "figures"
+    if dist.is_main():
+        save_gif(sorted(figures.glob("epoch_*.png")), figures / "progress.gif")
+        if run.history:
+            save_curves(run.history, figures / "curves.png")
+    final = {k: float(v) for k, v in run.history[-1].items()} if run.history else {}
     if dist.is_distributed():
         box = [final]
         torch.distributed.broadcast_object_list(box, src=0)
         final = box[0]
-    return TrainResult(run_dir=run_dir, metrics=final, history=history, model=raw_model)
+    return TrainResult(run_dir=run.run_dir, metrics=final, history=run.history, model=run.raw_model)
 
 
-def _init_weights(model: nn.Module, path: str) -> None:
-    """Start from a seglab checkpoint's weights, or from HF Segformer weights for segformer-* models."""
+def _load_init_from(model: nn.Module, path: str) -> None:
+    """--init-from: load a seglab checkpoint's weights into model, or HF Segformer weights into a segformer-*."""
     p = Path(path)
     if not p.exists():
         raise SeglabError(f"--init-from {path}: no such file or folder")
@@ -416,9 +533,9 @@ def _init_weights(model: nn.Module, path: str) -> None:
         if header is not None:
             load_weights(model, tensors, p)
             return
-    from .models.segformer import Segformer, load_hf_weights
-
     if isinstance(model, Segformer):
+        from .models.segformer_hf import load_hf_weights
+
         load_hf_weights(model, p)
         return
     raise SeglabError(f"--init-from {path}: not a seglab checkpoint{why}, and {model.__class__.__name__} imports no "

@@ -124,7 +124,8 @@ def save_shape_journey(rows: Sequence, path: str | Path, title: str = "") -> Non
     for r in rows:
         prev = merged[-1] if merged else None
         base = r.step.rsplit(".", 1)[0]
-        if prev and "." in r.step and prev[0].split(".")[0] == base and prev[1] == r.module and prev[3] == r.output_shape:
+        same_module = prev and prev[1] == r.module and prev[3] == r.output_shape
+        if same_module and "." in r.step and prev[0].split(".")[0] == base:
             first = prev[0].split("-")[0]
             merged[-1] = (f"{first}-{r.step.rsplit('.', 1)[1]}", r.module, prev[2], r.output_shape)
         else:

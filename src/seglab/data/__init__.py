@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import SeglabError
+from ..errors import SeglabError, check_known
 from .cache import as_size, data_home, load_cached
 from .dataset import SegmentationDataset, SegmentationSource
 
@@ -50,9 +50,7 @@ def build_dataset(
     elif name == "synthetic":
         from .synthetic import SyntheticSource
 
-        unknown = set(options) - {"count", "seed", "border"}
-        if unknown:
-            raise SeglabError(f"unknown option(s) for synthetic: {', '.join(sorted(unknown))}")
+        check_known(options, ("count", "seed", "border"), " for synthetic")
         count = options.get("count", 512 if split in ("train", "trainval") else 128)
         source = SyntheticSource(split, count=count, size=max(size), seed=options.get("seed", 0),
                                  border=options.get("border"))

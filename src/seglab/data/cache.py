@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ..atomic import atomic_write
 from ..errors import SeglabError
 from .dataset import SegmentationDataset, SegmentationSource
 
@@ -169,38 +169,27 @@ def _build(
         raise SeglabError(
             f"dataset {source.name!r} split {source.split!r}: every sample was bad ({len(skipped)} skipped)"
         )
-    # Write into a temporary folder beside the final one, then rename: a killed build leaves no half cache.
-    try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
-    except OSError as e:
-        raise _cache_error(e, folder) from None
-    try:
+    meta = {
+        "source": source.name,
+        "split": source.split,
+        "size": [h, w],
+        "interpolation": interpolation,
+        "class_names": list(source.class_names),
+        "ids": ids,
+        "skipped": skipped,
+    }
+
+    def write(tmp: Path) -> None:
+        tmp.mkdir()
         np.save(tmp / "images.npy", images[:kept])
         np.save(tmp / "masks.npy", masks[:kept])
-        meta = {
-            "source": source.name,
-            "split": source.split,
-            "size": [h, w],
-            "interpolation": interpolation,
-            "class_names": list(source.class_names),
-            "ids": ids,
-            "skipped": skipped,
-        }
         (tmp / "meta.json").write_text(json.dumps(meta))
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "meta.json").exists():
-                raise
-            # Another process built the same cache (same key, so the same content) meanwhile: keep theirs.
-    except OSError as e:
-        raise _cache_error(e, folder) from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    if folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+    # A killed build leaves no half cache; a cache of the same key that another process built meanwhile holds
+    # the same content, and is kept.
+    atomic_write(folder, write, error=_cache_error, keep_existing=True)
 
 
 def _cache_error(e: OSError, folder: Path) -> SeglabError:

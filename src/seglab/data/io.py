@@ -10,17 +10,13 @@ from typing import Mapping, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import SeglabError
+from ..errors import SeglabError, check_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def _open(path: Path, what: str) -> Image.Image:
-    path = Path(path)
-    if not path.exists():
-        raise SeglabError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise SeglabError(f"{what} is not a file: {path}")
+    path = check_file(path, what)
     try:
         # Decoded from memory: no file handle is left open, and Pillow 13 turns an EXIF-rotated TIFF upright
         # correctly only this way (from a path it scrambles the pixels).

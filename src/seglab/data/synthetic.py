@@ -25,7 +25,8 @@ class SyntheticSource:
     name = "synthetic"
     class_names = CLASS_NAMES
 
-    def __init__(self, split: str = "train", count: int = 512, size: int = 128, seed: int = 0, border: int | None = None):
+    def __init__(self, split: str = "train", count: int = 512, size: int = 128, seed: int = 0,
+                 border: int | None = None):
         if split not in _SPLIT_OFFSETS:
             raise SeglabError(f"synthetic split must be one of {sorted(_SPLIT_OFFSETS)}, not {split!r}")
         if count < 1 or size < 8:
@@ -75,7 +76,8 @@ def _make_sample(rng: np.random.Generator, size: int, border: int) -> tuple[np.n
     for _ in range(rng.integers(1, 4)):
         ang = rng.uniform(0, 2 * np.pi)
         d = rng.uniform(0.6, 1.0)
-        parts.append((cy + d * ry * np.sin(ang), cx + d * rx * np.cos(ang), *rng.uniform(0.07, 0.14, size=2), rng.uniform(0, np.pi)))
+        parts.append((cy + d * ry * np.sin(ang), cx + d * rx * np.cos(ang), *rng.uniform(0.07, 0.14, size=2),
+                      rng.uniform(0, np.pi)))
     for py, px, ay, ax, t in parts:
         dy, dx = yy - py, xx - px
         u = dy * np.cos(t) + dx * np.sin(t)

@@ -5,12 +5,12 @@ Every model takes images (B, 3, H, W) in [0, 1] and returns logits (B, num_class
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from torch import nn
 
-from ..errors import SeglabError
+from ..errors import SeglabError, check_known
 from .vit import VisionTransformerArgs, VisionTransformerForSegmentation
 
 
@@ -20,14 +20,12 @@ class ModelEntry:
     build: Callable[..., nn.Module]  # (num_classes, image_size, **overrides) -> model
     description: str
     published: str = ""  # the figure the article or paper gives, if any
+    tiny: dict[str, Any] = field(default_factory=dict)  # overrides for a tiny model of the same kind (tests, docs)
 
 
 def _vit(**preset: Any) -> Callable[..., nn.Module]:
     def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
-        names = {f.name for f in fields(VisionTransformerArgs)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise SeglabError(f"unknown option(s) for a ViT: {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        check_known(overrides, (f.name for f in fields(VisionTransformerArgs)), " for a ViT")
         kwargs = {**preset, **overrides, "image_size": image_size, "out_channels": num_classes}
         try:
             args = VisionTransformerArgs(**kwargs)
@@ -69,25 +67,32 @@ def _register(entry: ModelEntry) -> None:
     _REGISTRY[entry.name] = entry
 
 
+_TINY_VIT = {"embed_size": 32, "num_blocks": 1, "num_heads": 2}
 _register(ModelEntry("vit", _vit(), "the article's ViT: 16x16 patches, 768 wide, 12 blocks, 8 heads",
-                     "86.28M params; 85.89% pixel acc. (article)"))
-_register(ModelEntry("vit-p8", _vit(patch_size=8), "the article's ViT with 8x8 patches (4x the tokens)"))
-_register(ModelEntry("vit-mlp-head", _vit(head="mlp"), "the article's ViT with an MLP output head"))
-_register(ModelEntry("vit-upsample", _vit(head="upsample"), "the article's ViT with a learned upsampling head"))
+                     "86.28M params; 85.89% pixel acc. (article)", tiny=_TINY_VIT))
+_register(ModelEntry("vit-p8", _vit(patch_size=8), "the article's ViT with 8x8 patches (4x the tokens)",
+                     tiny=_TINY_VIT))
+_register(ModelEntry("vit-mlp-head", _vit(head="mlp"), "the article's ViT with an MLP output head", tiny=_TINY_VIT))
+_register(ModelEntry("vit-upsample", _vit(head="upsample"), "the article's ViT with a learned upsampling head",
+                     tiny=_TINY_VIT))
 _register(ModelEntry("vit-small", _vit(embed_size=192, num_blocks=4, num_heads=3, patch_size=8, dropout=0.1),
-                     "a small ViT (192 wide, 4 blocks, 8x8 patches) for CPU runs and the demo"))
+                     "a small ViT (192 wide, 4 blocks, 8x8 patches) for CPU runs and the demo", tiny=_TINY_VIT))
 # The paper's ADE20K figures (150 classes; B5 at 640x640, the others at 512x512): parameters and GMACs.
 _SEGFORMER_PAPER = {"b0": ("3.8M", 8.4, 512), "b1": ("13.7M", 15.9, 512), "b2": ("27.5M", 62.4, 512),
                     "b3": ("47.3M", 79.0, 512), "b4": ("64.1M", 95.7, 512), "b5": ("84.7M", 183.3, 640)}
 for _v, (_params, _gmacs, _size) in _SEGFORMER_PAPER.items():
     _register(ModelEntry(f"segformer-{_v}", _segformer(_v), f"SegFormer-{_v.upper()} (Xie et al. 2021)",
-                         f"{_params} params, {_gmacs} GMACs at {_size} (paper, 150 classes)"))
+                         f"{_params} params, {_gmacs} GMACs at {_size} (paper, 150 classes)",
+                         tiny={"hidden_sizes": (8, 16, 40, 64), "depths": (1, 1, 1, 1), "decoder_hidden_size": 16}))
+_TINY_SEGNET = {"widths": (4, 8, 8, 8), "depths": (1, 1, 1, 1)}  # still four poolings: multiples of 16
 _register(ModelEntry("segnet", _segnet(False, True), "the series' SegNet-style CNN (Part 2), faithful final ReLU",
-                     "15,274,892 params; 88.28% pixel acc."))
-_register(ModelEntry("segnet-head", _segnet(False, False), "segnet with a 1x1 classifier head instead of the final ReLU"))
+                     "15,274,892 params; 88.28% pixel acc.", tiny=_TINY_SEGNET))
+_register(ModelEntry("segnet-head", _segnet(False, False),
+                     "segnet with a 1x1 classifier head instead of the final ReLU", tiny=_TINY_SEGNET))
 _register(ModelEntry("segnet-dsc", _segnet(True, True), "segnet with depthwise-separable convs (Part 3)",
-                     "1,749,671 params"))
-_register(ModelEntry("segnet-dsc-head", _segnet(True, False), "segnet-dsc with a 1x1 classifier head"))
+                     "1,749,671 params", tiny=_TINY_SEGNET))
+_register(ModelEntry("segnet-dsc-head", _segnet(True, False), "segnet-dsc with a 1x1 classifier head",
+                     tiny=_TINY_SEGNET))
 
 
 def list_models() -> list[str]:

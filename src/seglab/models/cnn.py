@@ -37,15 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SeglabError
-
-# The series' training recipes, as data for the trainer (Part 2: the CNN; Part 3: its separable version).
-RECIPES: dict[str, dict[str, Any]] = {
-    "segnet-part2": {"optimizer": "adam", "lr": 1e-3, "scheduler": "step", "step_size": 7, "gamma": 0.7,
-                     "epochs": 20},
-    "segnet-part3": {"optimizer": "adam", "lr": 1e-3, "scheduler": "none", "epochs": 20},
-}
-
+from ..errors import SeglabError, check_known
 
 @dataclass
 class SegNetConfig:
@@ -109,11 +101,21 @@ class DownBlock(nn.Module):
         self.convs = nn.Sequential(*(ConvBNReLU(a, b, separable) for a, b in pairwise(channels)))
         self.pool = nn.MaxPool2d(2, return_indices=True)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Size]:
-        x = self.convs(x)  # (B, out, H, W)
-        size = x.shape[-2:]
-        x, indices = self.pool(x)  # (B, out, H/2, W/2), indices alike
-        return x, indices, size
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.convs(x)  # (B, out, H, W), H and W even (the input is padded to a multiple of 16)
+        return self.pool(x)  # (B, out, H/2, W/2), indices alike
+
+
+class MaxUnpool2x(nn.Module):
+    """nn.MaxUnpool2d(2) without an output size: each value goes back to where its window's maximum was, in a map
+    of twice the size, zeros elsewhere. Written as a scatter so that it traces and exports (ONNX ScatterElements)
+    at any size; the same values and gradients as F.max_unpool2d."""
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        B, C, h, w = x.shape
+        out = x.new_zeros(B, C, 4 * h * w)  # (B, C, 2h*2w)
+        out = out.scatter(2, indices.flatten(2), x.flatten(2))  # indices: flat positions in the (2h, 2w) map
+        return out.view(B, C, 2 * h, 2 * w)  # (B, C, 2h, 2w)
 
 
 class UpBlock(nn.Module):
@@ -122,12 +124,12 @@ class UpBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, depth: int, separable: bool):
         super().__init__()
-        self.unpool = nn.MaxUnpool2d(2)
+        self.unpool = MaxUnpool2x()
         channels = [in_channels] * depth + [out_channels]
         self.convs = nn.Sequential(*(ConvBNReLU(a, b, separable) for a, b in pairwise(channels)))
 
-    def forward(self, x: torch.Tensor, indices: torch.Tensor, size: torch.Size) -> torch.Tensor:
-        x = self.unpool(x, indices, output_size=size)  # (B, in, 2h, 2w): values back where the maxima were
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        x = self.unpool(x, indices)  # (B, in, 2h, 2w): values back where the maxima were
         return self.convs(x)  # (B, out, 2h, 2w)
 
 
@@ -160,14 +162,15 @@ class SegNet(nn.Module):
         m = self.config.multiple
         pad_h, pad_w = -H % m, -W % m
         x = self.norm_in(x)  # (B, in, H, W)
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")  # (B, in, H', W'), multiples of 16
+        # Always padded (by zero rows when H and W are multiples already): no branch on the shape, so a traced or
+        # exported model serves every size.
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")  # (B, in, H', W'), multiples of 16
         skips = []
         for block in self.down:
-            x, indices, size = block(x)  # (B, w_i, H'/2^(i+1), W'/2^(i+1))
-            skips.append((indices, size))
-        for block, (indices, size) in zip(self.up, reversed(skips)):
-            x = block(x, indices, size)  # (B, w_(i-1) or last, 2x the size)
+            x, indices = block(x)  # (B, w_i, H'/2^(i+1), W'/2^(i+1))
+            skips.append(indices)
+        for block, indices in zip(self.up, reversed(skips)):
+            x = block(x, indices)  # (B, w_(i-1) or last, 2x the size)
         x = self.head(x)  # (B, num_classes, H', W')
         return x[..., :H, :W]  # (B, num_classes, H, W)
 
@@ -177,9 +180,7 @@ def build_segnet(num_classes: int = 3, image_size: int = 128, separable: bool = 
     """The registry's builder. image_size is accepted for the registry's uniform call and not needed: any input
     size works. Overrides may set in_channels, widths and depths."""
     allowed = {f.name for f in fields(SegNetConfig)} - {"num_classes", "separable", "faithful"}
-    unknown = sorted(set(overrides) - allowed)
-    if unknown:
-        raise SeglabError(f"unknown option(s) for a SegNet: {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
+    check_known(overrides, allowed, " for a SegNet")
     try:
         config = SegNetConfig(num_classes=num_classes, separable=separable, faithful=faithful, **overrides)
     except (TypeError, ValueError) as e:
@@ -187,4 +188,4 @@ def build_segnet(num_classes: int = 3, image_size: int = 128, separable: bool = 
     return SegNet(config)
 
 
-__all__ = ["RECIPES", "SegNet", "SegNetConfig", "build_segnet"]
+__all__ = ["SegNet", "SegNetConfig", "build_segnet"]

@@ -80,7 +80,11 @@ class PatchesToImage(nn.Module):
 
 
 class PositionEmbedding(nn.Module):
-    """A learned position embedding (1, T, C) added to the tokens; bicubically resized for another grid size."""
+    """A learned position embedding (1, T, C) added to the tokens, bicubically resized to the actual grid.
+
+    Resizing to the trained grid is an exact identity (bicubic, align_corners=False, scale 1 samples every source
+    point with weight 1), so eager code skips it there and uses the parameter itself; a traced, compiled or
+    exported model (ONNX) always resizes, so that its one graph serves every size."""
 
     def __init__(self, grid: int, embed_size: int):
         super().__init__()
@@ -91,7 +95,7 @@ class PositionEmbedding(nn.Module):
         return x + self.resized(grid_hw)
 
     def resized(self, grid_hw: tuple[int, int]) -> torch.Tensor:
-        if grid_hw == (self.grid, self.grid):
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and tuple(grid_hw) == (self.grid, self.grid):
             return self.weight
         C = self.weight.shape[-1]
         w = self.weight.view(1, self.grid, self.grid, C).permute(0, 3, 1, 2)  # (1, C, g, g)
@@ -100,7 +104,8 @@ class PositionEmbedding(nn.Module):
 
 
 class EncoderBlock(nn.Module):
-    """Pre-LayerNorm transformer block: x + attn(ln1(x)), then x + mlp(ln2(x)) (the article's SelfAttentionEncoderBlock)."""
+    """Pre-LayerNorm transformer block: x + attn(ln1(x)), then x + mlp(ln2(x)) (the article's
+    SelfAttentionEncoderBlock)."""
 
     def __init__(self, embed_size: int, num_heads: int, dropout: float, mlp_ratio: int = 4):
         super().__init__()
@@ -115,7 +120,8 @@ class EncoderBlock(nn.Module):
 
 
 class UpsampleHead(nn.Module):
-    """Learned upsampling: token grid (B, C, gh, gw) -> log2(p) x [ConvTranspose 2x, BN, GELU] -> 1x1 conv to classes."""
+    """Learned upsampling: token grid (B, C, gh, gw) -> log2(p) x [ConvTranspose 2x, BN, GELU] -> 1x1 conv to
+    classes."""
 
     def __init__(self, embed_size: int, patch_size: int, out_channels: int, hidden: int = 64):
         super().__init__()
@@ -134,7 +140,9 @@ class UpsampleHead(nn.Module):
 class VisionTransformerForSegmentation(nn.Module):
     """The article's ViT for segmentation: images (B, in, H, W) in [0, 1] -> logits (B, out, H, W).
 
-    H and W must be multiples of patch_size; a size other than args.image_size resizes the position embedding.
+    Any H and W work: the normalised image is zero-padded at the bottom and right to a multiple of patch_size,
+    the position embedding is resized to the patch grid, and the logits are cropped back to H x W. (No Python
+    branch on the input's shape: the same graph serves every size when traced or exported.)
     """
 
     def __init__(self, args: VisionTransformerArgs):
@@ -156,31 +164,35 @@ class VisionTransformerForSegmentation(nn.Module):
             self.head = UpsampleHead(C, p, args.out_channels)
         self.to_image = PatchesToImage(p, args.out_channels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, _, H, W = x.shape
+    def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Images (B, in, H, W) -> embedded tokens (B, T, C) of the padded image's patch grid (gh, gw)."""
+        H, W = x.shape[-2:]
         p = self.args.patch_size
-        if H % p or W % p:
-            raise ValueError(f"input size {H}x{W} is not a multiple of the patch size {p}")
-        grid_hw = (H // p, W // p)
-        x = self.norm_in(x)  # (B, in, H, W)
+        x = self.norm_in(x)  # (B, in, H, W); padded after, so BatchNorm's statistics see only real pixels
+        x = F.pad(x, (0, (-W) % p, 0, (-H) % p))  # (B, in, Hp, Wp), multiples of p (a zero pad when they are)
+        grid_hw = (x.shape[-2] // p, x.shape[-1] // p)
         x = self.to_patches(x)  # (B, T, in*p*p)
         x = self.patch_embed(x)  # (B, T, C)
-        x = self.pos_embed(x, grid_hw)  # (B, T, C)
+        return self.pos_embed(x, grid_hw), grid_hw  # (B, T, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        p = self.args.patch_size
+        x, grid_hw = self._tokens(x)  # (B, T, C)
         for block in self.blocks:
             x = block(x)  # (B, T, C)
         if isinstance(self.head, UpsampleHead):
-            return self.head(x, grid_hw)  # (B, out, H, W)
-        x = self.head(x)  # (B, T, p*p*out)
-        return self.to_image(x, (H, W))  # (B, out, H, W)
+            x = self.head(x, grid_hw)  # (B, out, Hp, Wp)
+        else:
+            x = self.head(x)  # (B, T, p*p*out)
+            x = self.to_image(x, (grid_hw[0] * p, grid_hw[1] * p))  # (B, out, Hp, Wp)
+        return x[..., :H, :W]  # (B, out, H, W)
 
     def attention_maps(self, x: torch.Tensor, blocks: list[int] | None = None) -> dict[int, torch.Tensor]:
         """Attention weights {block index: (B, heads, T, T)} for images x, for the chosen blocks (default all)."""
         wanted = set(range(len(self.blocks)) if blocks is None else blocks)
-        B, _, H, W = x.shape
-        p = self.args.patch_size
-        grid_hw = (H // p, W // p)
         maps: dict[int, torch.Tensor] = {}
-        t = self.pos_embed(self.patch_embed(self.to_patches(self.norm_in(x))), grid_hw)
+        t, _ = self._tokens(x)
         for i, block in enumerate(self.blocks):
             if i in wanted:
                 maps[i] = block.attn.attention_map(block.ln1(t))
