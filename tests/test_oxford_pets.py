@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from seglab.data import oxford_pets
+from seglab.data import download
 from seglab.data.oxford_pets import (
     OxfordPetsSource,
     build_oxford_pets,
@@ -176,7 +176,7 @@ def server(archives: dict[str, bytes]):
 
 @pytest.fixture(autouse=True)
 def _fast_and_isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(oxford_pets, "_RETRY_DELAYS", (0, 0, 0))
+    monkeypatch.setattr(download, "_RETRY_DELAYS", (0, 0, 0))
     monkeypatch.delenv("SEGLAB_OXFORD_PETS_URL", raising=False)
     monkeypatch.setenv("SEGLAB_DATA", str(tmp_path / "seglab-data"))  # never the user's real data folder
 
@@ -252,7 +252,7 @@ def test_interrupted_transfer_then_a_second_call_resumes(server, archives, tmp_p
     url, state = server
     root = tmp_path / "pets"
     data = archives["images.tar.gz"]
-    monkeypatch.setattr(oxford_pets, "_RETRY_DELAYS", ())  # a single try, so the first call fails
+    monkeypatch.setattr(download, "_RETRY_DELAYS", ())  # a single try, so the first call fails
     state.mode = "cut"
     with pytest.raises(SeglabError, match="could not download .*images.tar.gz"):
         download_oxford_pets(root, mirror=url, quiet=True, md5s=md5s_of(archives))
@@ -346,7 +346,7 @@ def test_a_full_disk_is_reported_clearly(server, archives, tmp_path, monkeypatch
         def write(self, data) -> int:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(oxford_pets, "open", lambda *a, **k: FullFile(), raising=False)
+    monkeypatch.setattr(download, "open", lambda *a, **k: FullFile(), raising=False)
     with pytest.raises(SeglabError, match="disk is full while writing .*images.tar.gz.part"):
         download_oxford_pets(tmp_path / "pets", mirror=url, quiet=True, md5s=md5s_of(archives))
 

@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from seglab import cli
 from seglab.checkpoint import atomic_write, read_checkpoint, save_checkpoint
 from seglab.config import TrainConfig
-from seglab.data import build_dataset, oxford_pets
+from seglab.data import build_dataset, download, oxford_pets
 from seglab.data.oxford_pets import build_oxford_pets
 from seglab.errors import SeglabError
 from seglab.models import build_model, list_models
@@ -568,7 +568,7 @@ def cli_error(capsys, args: list[str], one_line: bool = True) -> str:
 
 @pytest.fixture
 def no_retry_wait(monkeypatch):
-    monkeypatch.setattr(oxford_pets, "_RETRY_DELAYS", (0, 0, 0))
+    monkeypatch.setattr(download, "_RETRY_DELAYS", (0, 0, 0))
     monkeypatch.delenv("SEGLAB_OXFORD_PETS_URL", raising=False)
 
 
@@ -591,7 +591,7 @@ def test_data_download_cli_wrong_md5_exit_2_and_part_deleted(server, tmp_path, c
 def test_data_download_cli_interrupted_then_resumed(server, archives, tmp_path, capsys, monkeypatch):  # noqa: F811
     url, state = server
     monkeypatch.setattr(oxford_pets, "ARCHIVES", md5s_of(archives))
-    monkeypatch.setattr(oxford_pets, "_RETRY_DELAYS", ())  # one try: the cut transfer fails the command
+    monkeypatch.setattr(download, "_RETRY_DELAYS", ())  # one try: the cut transfer fails the command
     state.mode = "cut"
     args = ["data", "download", "oxford-pets", "--mirror", url, "--root", str(tmp_path / "p"), "--quiet"]
     line = cli_error(capsys, args)
@@ -636,7 +636,7 @@ def test_data_download_cli_failures_exit_2_with_one_message(case, server, archiv
             def write(self, data) -> int:
                 raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(oxford_pets, "open", lambda *a, **k: FullFile(), raising=False)
+        monkeypatch.setattr(download, "open", lambda *a, **k: FullFile(), raising=False)
     line = cli_error(capsys, ["data", "download", "oxford-pets", "--mirror", url, "--root", str(tmp_path / "p"),
                               "--quiet"])
     assert re.search(expect, line), line
