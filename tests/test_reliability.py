@@ -518,7 +518,7 @@ def test_bad_training_file_stops_before_any_run_then_skip_bad_reports_it(tmp_pat
 
 def test_training_decodes_nothing_after_the_cache_is_built(tmp_path, monkeypatch):
     """Every file is decoded in the cache build; once training starts no reader runs, so no file can stop it."""
-    from seglab.data import folders, io as seglab_io
+    from seglab.data import folders, io as seglab_io, masks as masks_mod
 
     train_mod = sys.modules["seglab.train"]  # (the package's `seglab.train` is the function)
 
@@ -532,7 +532,7 @@ def test_training_decodes_nothing_after_the_cache_is_built(tmp_path, monkeypatch
             raise AssertionError("a file was decoded during training")
 
         for module, name in ((seglab_io, "_open"), (seglab_io, "read_image"), (seglab_io, "read_pair"),
-                             (folders, "read_pair"), (folders, "read_mask")):
+                             (folders, "read_pair"), (masks_mod, "read_raw_mask")):
             monkeypatch.setattr(module, name, forbidden)
         return datasets
 

@@ -46,7 +46,7 @@ def build_dataset(
 
         if root is None:
             raise SeglabError("the folder dataset needs a root: --data-root PATH (a folder with images/ and masks/)")
-        source: SegmentationSource = FolderSource(root, split, **options)
+        source: SegmentationSource = FolderSource(root, split, cache_dir=_cache_root(cache_dir), **options)
     elif name == "synthetic":
         from .synthetic import SyntheticSource
 
@@ -57,6 +57,10 @@ def build_dataset(
     else:
         raise SeglabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     return load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
+
+
+def _cache_root(cache_dir: str | Path | None) -> Path:
+    return Path(cache_dir) if cache_dir is not None else data_home() / "cache"
 
 
 __all__ = ["DATASETS", "SegmentationDataset", "build_dataset", "data_home"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -170,8 +170,11 @@ def read_pair(
     num_classes: int,
     value_map: Mapping[int, int] | None = None,
     ignore_values: Sequence[int] = (255,),
+    reader: Callable[[Path], np.ndarray] | None = None,
 ) -> tuple[Image.Image, np.ndarray]:
     """An image (8-bit RGB, upright) and its mask (uint8 class ids) of the same size, aligned.
+
+    reader, when given, reads the mask instead of read_mask (a dataset's detected mask format, masks.py).
 
     The mask is aligned with the image as displayed (upright). The image is turned upright by its EXIF
     orientation; the mask is turned by its own EXIF orientation only. When the image was rotated by 90 or 270
@@ -182,7 +185,10 @@ def read_pair(
     """
     image_path, mask_path = Path(image_path), Path(mask_path)
     image, method, raw_size = _read_image(image_path)
-    mask = read_mask(mask_path, num_classes, value_map=value_map, ignore_values=ignore_values)
+    if reader is not None:
+        mask = reader(mask_path)
+    else:
+        mask = read_mask(mask_path, num_classes, value_map=value_map, ignore_values=ignore_values)
     mask_size = (mask.shape[1], mask.shape[0])
     if mask_size != image.size:
         if method is not None and mask_size == raw_size:
