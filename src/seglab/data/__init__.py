@@ -14,7 +14,10 @@ from ..errors import SeglabError, check_known
 from .cache import as_size, data_home, load_cached
 from .dataset import SegmentationDataset, SegmentationSource
 
-DATASETS = ("oxford-pets", "folder", "synthetic")
+DATASETS = ("oxford-pets", "folder", "voc", "synthetic")
+# Each dataset's own (train, validation) split names: what --train-split / --val-split default to.
+DEFAULT_SPLITS = {"oxford-pets": ("trainval", "test"), "folder": ("train", "val"), "voc": ("train", "val"),
+                  "synthetic": ("train", "val")}
 
 
 def build_dataset(
@@ -32,15 +35,35 @@ def build_dataset(
     """Load a split of a named dataset, resized to image_size, as uint8 tensors held in memory.
 
     name: "oxford-pets" (splits trainval, test; options: mirror), "folder" (root required; splits all, train,
-    val or a subfolder; options: num_classes) or "synthetic" (splits train, val; options: count, seed).
+    val or a sub-folder; options: num_classes, ignore_index, mask_format), "voc" (splits train, val, trainval;
+    options: mirror, md5) or "synthetic" (splits train, val; options: count, seed). A "folder" root laid out as
+    Pascal VOC (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) is read as "voc".
     interpolation applies to images ("nearest" is the article's recipe); masks are always resized by nearest.
     """
     size = as_size(image_size)
     if name == "oxford-pets":
         from .oxford_pets import build_oxford_pets
 
-        return build_oxford_pets(split, root=root, download=download, image_size=size, interpolation=interpolation,
-                                 cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, **options)
+        from .oxford_pets import OxfordPetsSource
+
+        ds = build_oxford_pets(split, root=root, download=download, image_size=size, interpolation=interpolation,
+                               cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, **options)
+        ds.mask_format = OxfordPetsSource.mask_format
+        return ds
+    if name == "voc" or (name == "folder" and root is not None and _is_voc(root)):
+        from .voc import build_voc
+
+        unknown = set(options) - {"mirror", "md5", "ignore_index", "mask_format"}
+        if unknown:
+            raise SeglabError(f"unknown option(s) for voc: {', '.join(sorted(unknown))}")
+        vsplit = {"all": "trainval", "test": "val"}.get(split, split) if name == "folder" else split
+        from .voc import mask_format
+
+        ds = build_voc(vsplit, root=root, download=download, image_size=size, interpolation=interpolation,
+                       cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, mirror=options.get("mirror"),
+                       md5=options.get("md5"))
+        ds.mask_format = mask_format()
+        return ds
     if name == "folder":
         from .folders import FolderSource
 
@@ -56,11 +79,19 @@ def build_dataset(
                                  border=options.get("border"))
     else:
         raise SeglabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    return load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
+    ds = load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
+    ds.mask_format = source.mask_format
+    return ds
+
+
+def _is_voc(root: str | Path) -> bool:
+    from .voc import find_voc_root
+
+    return find_voc_root(root) is not None
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
     return Path(cache_dir) if cache_dir is not None else data_home() / "cache"
 
 
-__all__ = ["DATASETS", "SegmentationDataset", "build_dataset", "data_home"]
+__all__ = ["DATASETS", "DEFAULT_SPLITS", "SegmentationDataset", "build_dataset", "data_home"]

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .masks import MaskFormat
+
 
 class SegmentationSource(Protocol):
     """Where samples come from (a dataset on disk, a generator). cache.py turns a source into arrays.
@@ -45,6 +47,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
     class_names: tuple[str, ...]
     ids: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (sample id, reason) left out by skip_bad
+    mask_format: MaskFormat | None = None  # how the source's masks were read (data/masks.py)
 
     @property
     def num_classes(self) -> int:
@@ -56,6 +59,24 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def pixel_counts(self) -> list[int]:
+        """Pixels of each class 0..C-1 over the split (ignore left out), at the cached size."""
+        counts = torch.bincount(self.masks.reshape(-1).long(), minlength=256)
+        return [int(v) for v in counts[: self.num_classes]]
+
+    def ignored_pixels(self) -> int:
+        """Pixels marked ignore (255) over the split."""
+        return int((self.masks == 255).sum())
+
+    def describe_masks(self) -> str:
+        """The one line saying how the masks were read, with this split's pixel share of every class."""
+        counts = self.pixel_counts()
+        total = sum(counts)
+        shares = [c / total for c in counts] if total else None
+        if self.mask_format is None:
+            return f"class ids -> {', '.join(self.class_names)}"
+        return self.mask_format.describe(shares, split=self.split)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.images[i].float().div(255.0), self.masks[i].long()

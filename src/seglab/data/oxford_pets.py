@@ -28,6 +28,7 @@ from .cache import INTERPOLATIONS, as_size, data_home, load_cached
 from .dataset import SegmentationDataset
 from .download import fetch_archives
 from .io import read_pair
+from .masks import fixed_format
 
 
 OXFORD_PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/data"
@@ -92,6 +93,10 @@ class OxfordPetsSource:
 
     name = "oxford-pets"
     class_names = CLASS_NAMES
+    mask_format = fixed_format(CLASS_NAMES, TRIMAP_TO_CLASS, "Oxford-IIIT Pet trimaps 1/2/3")
+
+    def describe(self, shares: list[float] | None = None) -> str:
+        return self.mask_format.describe(shares)
 
     def __init__(self, root: str | Path, split: str):
         if split not in SPLITS:

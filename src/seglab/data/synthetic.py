@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import SeglabError
+from .masks import fixed_format
 
 CLASS_NAMES = ("pet", "background", "border")
 _SPLIT_OFFSETS = {"train": 0, "trainval": 0, "val": 1_000_003, "test": 1_000_003}
@@ -24,6 +25,7 @@ class SyntheticSource:
 
     name = "synthetic"
     class_names = CLASS_NAMES
+    mask_format = fixed_format(CLASS_NAMES, {i: i for i in range(len(CLASS_NAMES))}, "synthetic class ids")
 
     def __init__(self, split: str = "train", count: int = 512, size: int = 128, seed: int = 0,
                  border: int | None = None):
