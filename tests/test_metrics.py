@@ -201,5 +201,6 @@ def test_logits_are_accepted() -> None:
 def test_summary_keys() -> None:
     pred, target = random_pair(0, (1, 8, 8), 3)
     s = cm_of(pred, target, 3).summary(("pet", "background", "border"))
-    assert set(s) == {"pixel_accuracy", "miou", "article_iou", "iou_pet", "iou_background", "iou_border"}
+    assert set(s) == {"pixel_accuracy", "miou", "article_iou", "iou_pet", "iou_background", "iou_border",
+                      "dice_pet", "dice_background", "dice_border"}
     assert s["iou_background"] == cm_of(pred, target, 3).iou_per_class()[1]

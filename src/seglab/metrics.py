@@ -8,7 +8,9 @@ background class's pixels left out.
 
 from __future__ import annotations
 
+import csv
 import math
+from pathlib import Path
 
 import torch
 
@@ -77,12 +79,52 @@ class ConfusionMatrix:
         den = denom.sum() - denom[ignore_index]
         return (num / den).item() if den > 0 else 0.0
 
+    def present(self) -> list[bool]:
+        """Whether each class occurs in the truth (has labelled pixels) over what was accumulated."""
+        rows = self._m().sum(1)
+        return [bool(rows[c] > 0) for c in range(self.num_classes)]
+
     def summary(self, class_names: tuple[str, ...] | list[str] | None = None) -> dict[str, float]:
-        """A flat dict: pixel_accuracy, article_iou, miou, iou_<class> for every class."""
+        """A flat dict: pixel_accuracy, article_iou, miou, iou_<class> and dice_<class> for every class.
+
+        A class absent from the truth has NaN IoU and Dice here (undefined for this split; format_metric shows
+        n/a). article_iou (the article's IoU, which leaves out the background class 1) is given when class 1 is
+        "background" (Oxford-IIIT Pet, synthetic) or the classes are unnamed.
+        """
         names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
         out = {"pixel_accuracy": self.pixel_accuracy(), "miou": self.mean_iou()}
-        if self.num_classes > 1:
+        if self.num_classes > 1 and (not class_names or names[1] == "background"):
             out["article_iou"] = self.article_iou(ignore_index=1)
-        for n, v in zip(names, self.iou_per_class()):
-            out[f"iou_{n}"] = v
+        present = self.present()
+        for n, v, ok in zip(names, self.iou_per_class(), present):
+            out[f"iou_{n}"] = v if ok else math.nan
+        for n, v, ok in zip(names, self.dice_per_class(), present):
+            out[f"dice_{n}"] = v if ok else math.nan
         return out
+
+    def to_csv(self, path: str | Path, class_names: tuple[str, ...] | list[str] | None = None) -> None:
+        """Write the matrix as CSV: one row per true class, one column per predicted class, pixel counts."""
+        names = list(class_names) if class_names else [str(c) for c in range(self.num_classes)]
+        m = self.matrix.cpu().tolist()
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["truth \\ predicted", *names])
+            for n, row in zip(names, m):
+                w.writerow([n, *row])
+
+
+def format_metric(value: float) -> str:
+    """A metric for a summary line: 4 decimals, or n/a when it is undefined (NaN: a class absent from the split)."""
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def per_class_line(metrics: dict[str, float], class_names: tuple[str, ...] | list[str]) -> str:
+    """'IoU / Dice: pet 0.8012 / 0.8897, border n/a (absent)' for every class."""
+    parts = []
+    for n in class_names:
+        iou, dice = metrics.get(f"iou_{n}", math.nan), metrics.get(f"dice_{n}", math.nan)
+        if math.isnan(iou) and math.isnan(dice):
+            parts.append(f"{n} n/a (absent)")
+        else:
+            parts.append(f"{n} {format_metric(iou)} / {format_metric(dice)}")
+    return "IoU / Dice: " + ", ".join(parts)

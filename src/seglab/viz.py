@@ -22,10 +22,10 @@ def palette(num_classes: int) -> np.ndarray:
     return np.array(_BASE + extra, dtype=np.uint8)
 
 
-def colorize(mask: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray:
-    """Class ids (H, W) -> RGB (H, W, 3) uint8; 255 (ignore) is gray."""
+def colorize(mask: np.ndarray | torch.Tensor, num_classes: int, colors: np.ndarray | None = None) -> np.ndarray:
+    """Class ids (H, W) -> RGB (H, W, 3) uint8 (class c in colors[c], default palette()); 255 (ignore) is gray."""
     m = mask.cpu().numpy() if torch.is_tensor(mask) else np.asarray(mask)
-    pal = palette(num_classes)
+    pal = palette(num_classes) if colors is None else np.asarray(colors, dtype=np.uint8)
     out = pal[np.clip(m, 0, len(pal) - 1)]
     out[m == 255] = IGNORE_COLOR
     return out
@@ -145,3 +145,53 @@ def save_shape_journey(rows: Sequence, path: str | Path, title: str = "") -> Non
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def save_confusion(matrix: np.ndarray | torch.Tensor, class_names: Sequence[str], path: str | Path,
+                   title: str = "") -> None:
+    """The confusion matrix as a PNG: rows = truth, columns = prediction, each row as shares of its pixels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = matrix.cpu().numpy() if torch.is_tensor(matrix) else np.asarray(matrix)
+    m = m.astype(np.float64)
+    rows = m.sum(1, keepdims=True)
+    share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)  # (C, C) rows sum to 1 (or 0 when absent)
+    c = len(class_names)
+    side = min(14.0, 2.5 + 0.45 * c)
+    fig, ax = plt.subplots(figsize=(side, side * 0.85))
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(c), labels=list(class_names), rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(c), labels=[f"{n} (absent)" if rows[i, 0] == 0 else n for i, n in enumerate(class_names)],
+                  fontsize=8)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("truth")
+    if c <= 25:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, f"{100 * share[i, j]:.0f}%", ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's pixels")
+    ax.set_title(title or "confusion matrix (rows: truth)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def legend(class_names: Sequence[str], colors: np.ndarray | Sequence[Sequence[int]], width: int) -> Image.Image:
+    """A strip of colour swatches with class names (plus the ignore colour), wrapped to `width` pixels."""
+    entries = [(str(n), tuple(int(v) for v in colors[i])) for i, n in enumerate(class_names)]
+    entries.append(("ignore", IGNORE_COLOR))
+    cell = max(90, 14 + 7 * max(len(n) for n, _ in entries))
+    per_row = max(1, width // cell)
+    rows = (len(entries) + per_row - 1) // per_row
+    img = Image.new("RGB", (width, rows * 18 + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    for k, (name, color) in enumerate(entries):
+        r, c = divmod(k, per_row)
+        x, y = 4 + c * cell, 3 + r * 18
+        draw.rectangle([x, y, x + 12, y + 12], fill=color, outline=(0, 0, 0))
+        draw.text((x + 17, y), name, fill=(0, 0, 0))
+    return img
