@@ -26,13 +26,14 @@ def _ids(i: int, k: int = 2) -> np.ndarray:
     return np.roll(m, (3, 3), axis=(0, 1))  # edges off the JPEG 8x8 grid, so JPEG masks get noisy edges
 
 
-def make(root: Path, n: int, write_mask, suffix: str = ".png", classes=None, split: str | None = None) -> Path:
+def make(root: Path, n: int, write_mask, suffix: str = ".png", classes=None, split: str | None = None,
+         seed: int = 0) -> Path:
     """root/[split/]images/*.png and masks/*<suffix>, mask i written by write_mask(path, i)."""
     base = root / split if split else root
     (base / "images").mkdir(parents=True, exist_ok=True)
     (base / "masks").mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        rgb = np.random.default_rng(100 + i).integers(0, 255, (H, W, 3), dtype=np.uint8)
+        rgb = np.random.default_rng(100 + i + 1000 * seed).integers(0, 255, (H, W, 3), dtype=np.uint8)
         Image.fromarray(rgb).save(base / "images" / f"im{i:03d}.png")
         write_mask(base / "masks" / f"im{i:03d}{suffix}", i)
     if classes is not None:
@@ -236,7 +237,7 @@ def test_classes_json_errors(tmp_path: Path) -> None:
 
 def test_folder_splits_subfolders_and_80_20(tmp_path: Path) -> None:
     root = make(tmp_path / "d", 4, grey({1: 255}), split="train")
-    make(root, 2, grey({1: 255}), split="valid")
+    make(root, 2, grey({1: 255}), split="valid", seed=1)
     kw = {"root": root, "image_size": 8, "cache_dir": tmp_path / "c", "quiet": True}
     assert len(build_dataset("folder", "train", **kw)) == 4
     assert len(build_dataset("folder", "val", **kw)) == 2  # valid/ is the val split
