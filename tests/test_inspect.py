@@ -39,7 +39,8 @@ def test_binary_folder_report_preview_and_problems(tmp_path: Path) -> None:
         assert abs(sum(s.pixel_share.values()) - 1) < 1e-9 and s.absent == []
     assert not r.ok and len(r.problems) >= 4
     preview = Image.open(tmp_path / "out" / "preview.png")
-    assert preview.size[0] >= 4 * 96 and json.loads((tmp_path / "out" / "report.json").read_text())["dataset"] == "folder"
+    assert preview.size[0] >= 4 * 96
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["dataset"] == "folder"
 
 
 def test_clean_folder_is_ok_and_second_call_uses_the_cache(tmp_path: Path) -> None:

@@ -54,7 +54,9 @@ def parse_class_weights(value: str | Sequence[float] | None) -> str | list[float
     try:
         weights = [float(v) for v in (value.split(",") if isinstance(value, str) else value)]
     except (TypeError, ValueError):
-        raise SeglabError(f"class_weights must be none, auto or comma-separated numbers (w0,w1,...), not {value!r}") from None
+        raise SeglabError(
+            f"class_weights must be none, auto or comma-separated numbers (w0,w1,...), not {value!r}"
+        ) from None
     if not weights or any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) == 0:
         raise SeglabError(f"class_weights must be finite, non-negative and not all zero, not {value!r}")
     return weights
