@@ -21,7 +21,8 @@ def test_every_train_option_has_help_and_lists_its_choices(capsys, monkeypatch):
         if f.metadata["flag"]:
             assert "--" + f.name.replace("_", "-") in out
     for listed in ("adam, adamw, sgd", "step, cosine, onecycle, poly, none", "vit, vit-p8", "segnet-dsc-head",
-                   "oxford-pets, folder, voc, synthetic", "nearest, bilinear, bicubic, lanczos", "auto, cpu, cuda, mps"):
+                   "oxford-pets, folder, voc, synthetic", "nearest, bilinear, bicubic, lanczos",
+                   "auto, cpu, cuda, mps"):
         assert listed in out, listed
 
 
