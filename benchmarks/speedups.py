@@ -29,13 +29,11 @@ import argparse
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -49,24 +47,6 @@ EXPERIMENTS = ("segformer-decoder", "fused-optimizer", "channels-last", "bf16-au
                "compile")
 
 
-def concat_decoder_forward(self: Any, features: list[torch.Tensor]) -> torch.Tensor:
-    """SegFormer's all-MLP decoder as HF (and seglab before) computes it: Linear per stage at each stage's
-    resolution, upsample D channels to H/4, concatenate 4D channels, 1x1 fuse conv. The "before" of
-    segformer-decoder."""
-    size = features[0].shape[-2:]
-    outs = []
-    for feature, linear in zip(features, self.linear):
-        B, _, h, w = feature.shape
-        y = linear(feature.flatten(2).transpose(1, 2))  # (B, h*w, D)
-        y = y.transpose(1, 2).reshape(B, -1, h, w)  # (B, D, h, w)
-        if (h, w) != size:
-            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)  # (B, D, H/4, W/4)
-        outs.append(y)
-    x = self.fuse(torch.cat(outs[::-1], dim=1))  # (B, D, H/4, W/4)
-    x = self.drop(self.act(self.bn(x)))
-    return self.classifier(x)
-
-
 def _pairs(model: str, base_amp: str, size: int, batch: int, device: torch.device, data, **changes: Any):
     """(before, after) seglab contenders that differ in the keyword given as (before, after)."""
     (key, (before, after)), = changes.items()
@@ -78,7 +58,7 @@ def _pairs(model: str, base_amp: str, size: int, batch: int, device: torch.devic
         decoder = kw.pop("decoder", None)
         c = SeglabContender(model, size, batch, device, a, data, optimizer, **kw)
         if decoder == "concat":
-            c.model.decoder.forward = types.MethodType(concat_decoder_forward, c.model.decoder)
+            c.model.decoder.forward = c.model.decoder.forward_concat  # HF's (and seglab's earlier) decoder
         return c
 
     return make(before), make(after)

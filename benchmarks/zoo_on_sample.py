@@ -6,7 +6,8 @@
 Each model trains with its family's recipe (vit*: the article's; segformer-*: `segformer`; segnet*: `segnet-part2`)
 for a few epochs, then the table records epoch-1 and final pixel accuracy / mIoU on the sample's test split, the
 wall time and the training images/s. The sample is a tenth of the real trainval, so these are "does it learn"
-figures, not the article's. Results: benchmarks/results/zoo_sample.{json,md}.
+figures, not the article's. Results: benchmarks/results/zoo_sample.{json,md} by default (--out); the committed runs
+are benchmarks/results/zoo_sample_64*.{json,md} and zoo_sample_light.{json,md}.
 """
 
 from __future__ import annotations

@@ -43,10 +43,10 @@ def test_builds_on_the_meta_device_at_its_defaults(name):
 def test_forward_and_backward_at_the_default_and_odd_sizes(name):
     model = tiny(name).train()
     for hw in SIZES:
-        x = torch.rand(2, 3, *hw)
-        y = torch.randint(0, CLASSES, (2, *hw))
+        x = torch.rand(1, 3, *hw)
+        y = torch.randint(0, CLASSES, (1, *hw))
         logits = model(x)
-        assert logits.shape == (2, CLASSES, *hw), (name, hw)
+        assert logits.shape == (1, CLASSES, *hw), (name, hw)
         model.zero_grad(set_to_none=True)
         F.cross_entropy(logits, y).backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]

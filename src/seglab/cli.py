@@ -58,6 +58,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
         choices = choices_of(f)
         extra = [f"choices: {', '.join(choices)}" + (f" or {f.metadata['pattern'][1]}" if f.metadata["pattern"]
                                                       else "")] if choices else []
+        low, high = f.metadata["low"], f.metadata["high"]
+        if low is not None:
+            end = "inf)" if high is None else f"{high}]"
+            extra.append(f"range: {'(' if f.metadata['low_open'] else '['}{low}, {end}")
         help_text = f"{f.metadata['help']} ({'; '.join([*extra, f'default: {default}'])})".replace("%", "%%")
         if hints[f.name] is bool:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)

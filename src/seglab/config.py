@@ -117,8 +117,8 @@ class TrainConfig:
                                          "SegFormer weights (a folder or file) for segformer-* models")
     # data
     dataset: str = option("oxford-pets", "the dataset to train and validate on", choices=_datasets)
-    data_root: str | None = option(None, "where the dataset lives (default: under $SEGLAB_DATA; the folder "
-                                         "dataset needs it: a folder with images/ and masks/)")
+    data_root: str | None = option(None, "where the dataset lives (unset: under $SEGLAB_DATA); the folder "
+                                         "dataset needs it: a folder with images/ and masks/")
     download: bool = option(False, "download the dataset when it is missing (oxford-pets)")
     train_split: str = option("trainval", "the split to train on")
     val_split: str = option("test", "the split evaluated after every epoch")
@@ -158,7 +158,7 @@ class TrainConfig:
     amp: str = option("auto", "bf16 autocast: auto = on CUDA only; bf16 = everywhere; off", choices=AMP_MODES)
     compile: bool = option(False, "torch.compile the model")
     out_dir: str = option("runs", "the folder that run directories are made in")
-    run_name: str | None = option(None, "the run directory's name inside out_dir (default: MODEL-DATASET-TIME)")
+    run_name: str | None = option(None, "the run directory's name inside out_dir (unset: MODEL-DATASET-TIME)")
     num_vis: int = option(21, "fixed validation images drawn each epoch (the article: 21, 7 per row)", low=0)
     quiet: bool = option(False, "no progress bars or per-epoch lines on the terminal (train.log keeps them)")
     recipe: str = option("article", "a named preset of training options; options given with it win",

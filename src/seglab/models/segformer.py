@@ -298,8 +298,8 @@ class AllMLPDecoder(nn.Module):
         # upsampling mixes pixels with weights that sum to 1 (so biases pass through), hence they commute and each
         # stage's Linear composes with W_i into one (D, C_i) map applied at the stage's own resolution. The same
         # function as HF's (equal up to float rounding; same parameters), with a fraction of the decoder's
-        # multiply-adds and no concatenation: about 2x the training images/s of SegFormer-B0 at 128x128 on a CPU
-        # (benchmarks/results/segformer-decoder-cpu.*).
+        # multiply-adds and no concatenation: 1.90x the training images/s of SegFormer-B0 at 128x128 on a CPU, one
+        # thread (benchmarks/results/speedups-cpu-1thread.md, segformer-decoder; forward_concat is the "before").
         size = features[0].shape[-2:]
         n, D = len(features), self.fuse.out_channels
         fuse = self.fuse.weight.flatten(1)  # (D, n*D): input blocks deepest stage first (HF's concat order)
@@ -320,10 +320,12 @@ class AllMLPDecoder(nn.Module):
         """
         size = features[0].shape[-2:]
         ys = []
-        for feature, linear in zip(features, self.linear):
+        for i, (feature, linear) in enumerate(zip(features, self.linear)):
             y = linear(feature.flatten(2).transpose(1, 2))  # (B, h*w, D)
             y = y.transpose(1, 2).reshape(y.shape[0], -1, *feature.shape[-2:])  # (B, D, h, w)
-            ys.append(F.interpolate(y, size=size, mode="bilinear", align_corners=False))  # (B, D, H/4, W/4)
+            if i > 0:  # stages 1.. are coarser than stage 0's H/4
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)  # (B, D, H/4, W/4)
+            ys.append(y)
         x = self.fuse(torch.cat(ys[::-1], dim=1))  # (B, n*D, H/4, W/4) -> (B, D, H/4, W/4)
         return self.classifier(self.drop(self.act(self.bn(x))))  # (B, classes, H/4, W/4)
 
