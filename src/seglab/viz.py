@@ -62,14 +62,25 @@ def grid_image(
     min_tile: int = 96,
 ) -> Image.Image:
     """The article's Figure 1: panels of images, ground truth and predictions, `per_row` per row."""
+    return panels_image(images, truth, [("prediction", pred)], num_classes, per_row, title, min_tile)
+
+
+def panels_image(
+    images: torch.Tensor,
+    truth: torch.Tensor,
+    predictions: Sequence[tuple[str, torch.Tensor]],
+    num_classes: int,
+    per_row: int = 7,
+    title: str = "",
+    min_tile: int = 96,
+) -> Image.Image:
+    """Figure 1's layout with any number of prediction panels: images, truth, then one labelled panel of class-id
+    masks (N, H, W) per entry of `predictions`, each `per_row` tiles a row, small tiles enlarged by nearest."""
     h = images.shape[-2]
     scale = max(1, int(np.ceil(min_tile / h)))
     up = lambda a: a.repeat(scale, 0).repeat(scale, 1)  # noqa: E731  nearest upscale for small tiles
-    panels = [
-        ("images", [up(t) for t in _to_rgb(images)]),
-        ("truth", [up(colorize(m, num_classes)) for m in truth]),
-        ("prediction", [up(colorize(m, num_classes)) for m in pred]),
-    ]
+    panels = [("images", [up(t) for t in _to_rgb(images)]), ("truth", [up(colorize(m, num_classes)) for m in truth])]
+    panels += [(name, [up(colorize(m, num_classes)) for m in pred]) for name, pred in predictions]
     parts = []
     for name, tiles in panels:
         body = _tile(tiles, per_row)

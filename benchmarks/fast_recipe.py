@@ -1,0 +1,166 @@
+"""Does the `fast` recipe reach the accuracy the `article` recipe ends at, in less wall time?
+
+    python benchmarks/fast_recipe.py [--seeds 0,1,2] [--recipes article,fast] [--set lr=2e-3 --tag -lr2e3]
+
+Same model (the article's ViT at embed 192, 4 blocks, 16x16 patches, 64x64), same data (the Oxford-IIIT Pet
+sample: 372 trainval / 340 test), 3 seeds. For each seed: the article's final pixel accuracy (after its 50 epochs)
+is the target; the table gives the epoch at which `fast` first reached it and the wall seconds up to then (sum of
+the per-epoch seconds in metrics.csv, training plus the per-epoch evaluation both recipes do) against the
+article's total. `--set KEY=VALUE` changes the fast recipe's fields for an experiment (`--tag` names its results).
+The machine is shared: the runs of both recipes are interleaved seed by seed so that both see the same load.
+
+Results: benchmarks/results/fast_recipe{tag}.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import RESULTS, SAMPLE_DATA, environment  # noqa: E402
+
+MODEL = dict(embed_size=192, num_blocks=4, num_heads=8, patch_size=16, dropout=0.2)
+
+
+def sample_run(recipe: str, seed: int, epochs: int | None, runs_dir: str, data_root: str, image_size: int,
+               model_options: dict[str, Any], tag: str = "", overrides: dict[str, Any] | None = None,
+               init_from: str | None = None) -> Path:
+    """Train (or reuse, when it finished before) one run of `vit` with `recipe` on the sample; returns its folder."""
+    from seglab.config import TrainConfig, apply_recipe
+    from seglab.train import train
+
+    values = apply_recipe(dict(model="vit", dataset="oxford-pets", data_root=data_root, image_size=image_size,
+                               seed=seed, quiet=True, out_dir=runs_dir, model_options=model_options, amp="off",
+                               init_from=init_from), recipe)
+    values.update(overrides or {})
+    if epochs is not None:
+        values["epochs"] = epochs
+    name = f"{recipe}{tag}-s{seed}-e{values['epochs']}"
+    values["run_name"] = name
+    run_dir = Path(runs_dir) / name
+    done = run_dir / "metrics.csv"
+    if done.exists() and len(read_rows(run_dir)) == values["epochs"]:
+        return run_dir
+    if (run_dir / "checkpoints" / "last.safetensors").exists():  # interrupted earlier: finish it
+        train(TrainConfig.from_dict(values), resume=run_dir)
+    else:
+        train(TrainConfig.from_dict(values))
+    return run_dir
+
+
+def read_rows(run_dir: Path) -> list[dict[str, float]]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def reach(rows: list[dict[str, float]], target: float, key: str = "pixel_accuracy") -> tuple[int | None, float | None]:
+    """(first epoch whose `key` >= target, wall seconds up to and including it), or (None, None)."""
+    wall = 0.0
+    for r in rows:
+        wall += r["seconds"]
+        if r[key] >= target:
+            return int(r["epoch"]), wall
+    return None, None
+
+
+def _kv(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items or []:
+        k, v = item.split("=", 1)
+        out[k.replace("-", "_")] = yaml.safe_load(v)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--data-root", default=str(SAMPLE_DATA))
+    p.add_argument("--runs-dir", default="/tmp/seglab-sample-runs")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the fast recipe")
+    p.add_argument("--tag", default="", help="suffix of the fast runs' names and of the results files")
+    p.add_argument("--report-only", action="store_true", help="write the table from the runs already there")
+    args = p.parse_args(argv)
+    overrides = _kv(args.set)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []
+    for seed in seeds:
+        common = (args.runs_dir, args.data_root, args.image_size, MODEL)
+        art_dir = Path(args.runs_dir) / f"article-s{seed}-e50"
+        fast_epochs = overrides.get("epochs")
+        if not args.report_only:
+            art_dir = sample_run("article", seed, None, *common)
+            fast_dir = sample_run("fast", seed, fast_epochs, *common, tag=args.tag, overrides=overrides)
+        else:
+            from seglab.config import RECIPES
+
+            fast_dir = Path(args.runs_dir) / f"fast{args.tag}-s{seed}-e{fast_epochs or RECIPES['fast']['epochs']}"
+            if not (fast_dir / "metrics.csv").exists() or not (art_dir / "metrics.csv").exists():
+                continue
+        art, fast = read_rows(art_dir), read_rows(fast_dir)
+        target = art[-1]["pixel_accuracy"]
+        epoch, wall = reach(fast, target)
+        row = dict(seed=seed, article_epochs=len(art), article_final_pixel_accuracy=target,
+                   article_final_miou=art[-1]["miou"],
+                   article_best_pixel_accuracy=max(r["pixel_accuracy"] for r in art),
+                   article_wall_s=sum(r["seconds"] for r in art), fast_epochs=len(fast),
+                   fast_final_pixel_accuracy=fast[-1]["pixel_accuracy"], fast_final_miou=fast[-1]["miou"],
+                   fast_wall_s=sum(r["seconds"] for r in fast), fast_reached_epoch=epoch, fast_reached_wall_s=wall)
+        rows.append(row)
+        print(f"seed {seed}: article {len(art)} ep -> pixel acc {target:.4f} in {row['article_wall_s']:.0f} s; fast "
+              f"reached it at epoch {epoch} ({'-' if wall is None else f'{wall:.0f} s'}), ended at "
+              f"{row['fast_final_pixel_accuracy']:.4f} after {len(fast)} ep in {row['fast_wall_s']:.0f} s", flush=True)
+        _save(rows, args, overrides)
+
+
+def _mean_std(vals: list[float]) -> str:
+    return f"{statistics.mean(vals):.4f} ± {statistics.stdev(vals) if len(vals) > 1 else 0.0:.4f}"
+
+
+def _save(rows: list[dict[str, Any]], args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    import torch
+
+    from seglab.config import RECIPES
+
+    fast = {**RECIPES["fast"], **overrides}
+    meta = dict(image_size=args.image_size, data_root=args.data_root, model_options=MODEL, fast_recipe=fast,
+                article_recipe=RECIPES["article"], environment=environment(torch.device("cpu")))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"fast_recipe{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    cmd = "python benchmarks/fast_recipe.py" + "".join(f" --set {s}" for s in args.set or []) + \
+        (f" --tag={args.tag}" if args.tag else "")
+    lines = [f"`fast` ({', '.join(f'{k}={v}' for k, v in fast.items())}) against `article` on the Oxford-IIIT Pet "
+             f"sample at {args.image_size}x{args.image_size}, ViT {MODEL}. {meta['environment']['device_name']}, "
+             f"shared with other work (wall seconds are indicative; both recipes interleaved). `{cmd}`", "",
+             "| seed | article: epochs, final pixel acc. (mIoU), wall s | fast: epoch reaching it, wall s to it | "
+             "fast: epochs, final pixel acc. (mIoU), wall s |", "|---|---|---|---|"]
+    for r in rows:
+        reached = (f"epoch {r['fast_reached_epoch']}, {r['fast_reached_wall_s']:.0f} s" if r["fast_reached_epoch"]
+                   else "not reached")
+        lines.append(f"| {r['seed']} | {r['article_epochs']}, {r['article_final_pixel_accuracy']:.4f} "
+                     f"({r['article_final_miou']:.4f}), {r['article_wall_s']:.0f} | {reached} | {r['fast_epochs']}, "
+                     f"{r['fast_final_pixel_accuracy']:.4f} ({r['fast_final_miou']:.4f}), {r['fast_wall_s']:.0f} |")
+    if rows:
+        col = lambda key: _mean_std([r[key] for r in rows])  # noqa: E731
+        lines += ["", f"Mean ± std over {len(rows)} seeds: article final pixel acc. "
+                  f"{col('article_final_pixel_accuracy')}, mIoU {col('article_final_miou')}, wall "
+                  f"{col('article_wall_s')} s; fast final pixel acc. {col('fast_final_pixel_accuracy')}, mIoU "
+                  f"{col('fast_final_miou')}, wall {col('fast_wall_s')} s; "
+                  f"fast reached the article's final accuracy in {sum(1 for r in rows if r['fast_reached_epoch'])} "
+                  f"of {len(rows)} seeds."]
+    (RESULTS / f"fast_recipe{args.tag}.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

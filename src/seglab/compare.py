@@ -1,0 +1,344 @@
+"""compare_runs(): runs side by side. One table (Markdown + CSV), the validation curves of every run on shared
+axes, and the same validation images predicted by each run's best checkpoint (the article's Figure 1 layout).
+
+Runs on different datasets or class sets are refused; a run still in progress is compared as far as it got and
+marked so.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+
+from .errors import SeglabError
+
+_FIELDS = ("model", "recipe", "dataset", "data_root", "val_split", "val_samples", "image_size", "interpolation",
+           "epochs", "seed", "model_options")
+
+
+@dataclass
+class RunSummary:
+    """What compare_runs reads from one run directory."""
+
+    run_dir: Path
+    config: dict[str, Any]  # the run's config.yaml (fields of TrainConfig)
+    history: list[dict[str, float]]  # metrics.csv, one row per finished epoch
+    class_names: list[str]
+    device: str
+    label: str = ""  # how figures name the run (its folder name, or its path when two runs share a name)
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    @property
+    def in_progress(self) -> bool:
+        return len(self.history) < int(self.config["epochs"])
+
+    @property
+    def status(self) -> str:
+        done, total = len(self.history), int(self.config["epochs"])
+        if not self.history:
+            return f"in progress: no epoch finished yet (0/{total})"
+        return f"in progress: {done}/{total} epochs" if self.in_progress else f"{done} epochs"
+
+
+@dataclass
+class Comparison:
+    """The result of compare_runs: one row per run (table columns), the Markdown table, and the files written."""
+
+    runs: list[RunSummary]
+    rows: list[dict[str, Any]]
+    markdown: str
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def read_run(run_dir: str | Path) -> RunSummary:
+    """Read a run directory's config.yaml, metrics.csv and train.log (without loading any weights)."""
+    from .config import TrainConfig
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.exists():
+        raise SeglabError(f"{run_dir} is not a run directory (no config.yaml); pass folders written by `seglab train`")
+    try:
+        raw = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SeglabError(f"config file is not valid YAML ({' '.join(str(e).split())}): {cfg_path}") from None
+    if not isinstance(raw, dict):
+        raise SeglabError(f"config file must hold a mapping of TrainConfig fields: {cfg_path}")
+    defaults = TrainConfig()
+    config = {name: raw.get(name, getattr(defaults, name)) for name in _FIELDS}
+    history: list[dict[str, float]] = []
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        try:
+            with open(metrics, newline="") as f:
+                history = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+        except (ValueError, csv.Error) as e:
+            raise SeglabError(f"metrics file is damaged ({e}): {metrics}") from None
+    class_names = [k[4:] for k in history[0] if k.startswith("iou_")] if history else []
+    if not class_names:
+        class_names = _class_names_from_checkpoint(run_dir)
+    device = "?"
+    log = run_dir / "train.log"
+    if log.exists():
+        found = re.search(r"; device (\S+?);", log.read_text(errors="replace"))
+        if found:
+            device = found.group(1)
+    return RunSummary(run_dir, config, history, class_names, device, label=run_dir.name)
+
+
+def _class_names_from_checkpoint(run_dir: Path) -> list[str]:
+    from .checkpoint import find_checkpoint, read_checkpoint
+
+    try:
+        _, header = read_checkpoint(find_checkpoint(run_dir))
+    except SeglabError:
+        return []
+    return list(header.get("class_names", []))
+
+
+def _dataset_identity(run: RunSummary) -> tuple:
+    """What makes two runs' validation data the same: dataset, its root, the split, its size (and the seed that
+    generates the synthetic data)."""
+    c = run.config
+    root = str(Path(c["data_root"]).expanduser().resolve()) if c["data_root"] else None
+    seed = c["seed"] if c["dataset"] == "synthetic" else None
+    return (c["dataset"], root, c["val_split"], c["val_samples"], seed)
+
+
+def _describe_data(run: RunSummary) -> str:
+    dataset, root, split, samples, seed = _dataset_identity(run)
+    parts = [dataset] + ([f"at {root}"] if root else []) + [f"split {split}"]
+    if samples:
+        parts.append(f"first {samples}")
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return " ".join(parts)
+
+
+def check_comparable(runs: Sequence[RunSummary]) -> None:
+    """Refuse runs on different validation data or class sets, naming each run and what it used."""
+    if len({_dataset_identity(r) for r in runs}) > 1:
+        listed = "; ".join(f"{r.run_dir}: {_describe_data(r)}" for r in runs)
+        raise SeglabError(f"cannot compare runs on different datasets ({listed}); compare runs validated on the "
+                          "same data")
+    known = [r for r in runs if r.class_names]
+    if len({tuple(r.class_names) for r in known}) > 1:
+        listed = "; ".join(f"{r.run_dir}: {', '.join(r.class_names)}" for r in known)
+        raise SeglabError(f"cannot compare runs with different class sets ({listed})")
+
+
+def _parameters(run: RunSummary) -> int:
+    from .models import build_model
+
+    with torch.device("meta"):  # shapes only: no memory, no compute
+        model = build_model(run.config["model"], num_classes=max(1, len(run.class_names)) if run.class_names else 3,
+                            image_size=int(run.config["image_size"]),
+                            **{k: v for k, v in (run.config["model_options"] or {}).items() if k != "weights"})
+    return sum(p.numel() for p in model.parameters())
+
+
+def table_row(run: RunSummary) -> dict[str, Any]:
+    """One row of the comparison table (numbers as floats; NaN where a run has no finished epoch)."""
+    h = run.history
+    last = h[-1] if h else {}
+    nan = float("nan")
+    row: dict[str, Any] = {
+        "run": run.label,
+        "model": run.config["model"],
+        "parameters": _parameters(run),
+        "recipe": run.config["recipe"],
+        "epochs": run.status,
+        "best_pixel_accuracy": max((r["pixel_accuracy"] for r in h), default=nan),
+        "last_pixel_accuracy": last.get("pixel_accuracy", nan),
+        "article_iou": last.get("article_iou", nan),
+        "miou": last.get("miou", nan),
+    }
+    for name in run.class_names:
+        row[f"iou_{name}"] = last.get(f"iou_{name}", nan)
+    row["train_minutes"] = sum(r.get("seconds", 0.0) for r in h) / 60.0
+    speeds = [r["images_per_s"] for r in h if "images_per_s" in r]
+    row["images_per_s"] = sum(speeds) / len(speeds) if speeds else nan
+    row["device"] = run.device
+    row["in_progress"] = run.in_progress
+    return row
+
+
+_DECIMALS = {"train_minutes": 2, "images_per_s": 1}
+
+
+def _cell(value: Any, key: str = "") -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return "-" if value != value else f"{value:.{_DECIMALS.get(key, 4)}f}"
+    return str(value)
+
+
+_HEADERS = {"run": "run", "model": "model", "parameters": "parameters", "recipe": "recipe", "epochs": "epochs",
+            "best_pixel_accuracy": "best pixel acc.", "last_pixel_accuracy": "last pixel acc.",
+            "article_iou": "article IoU", "miou": "mIoU", "train_minutes": "train min", "images_per_s": "img/s",
+            "device": "device"}
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a Markdown table (in-progress runs marked with * after their name)."""
+    keys = [k for k in rows[0] if k != "in_progress"]
+    for r in rows[1:]:
+        keys += [k for k in r if k not in keys and k != "in_progress"]
+    head = [_HEADERS.get(k, k.replace("iou_", "IoU ")) for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        cells = [_cell(r.get(k, float("nan")), k) for k in keys]
+        if r["in_progress"]:
+            cells[0] += " *"
+        lines.append("| " + " | ".join(cells) + " |")
+    if any(r["in_progress"] for r in rows):
+        lines.append("\n\\* still in progress (or stopped before its last epoch): compared as far as it got.")
+    return "\n".join(lines) + "\n"
+
+
+def compare_runs(
+    run_dirs: Sequence[str | Path],
+    out_dir: str | Path | None = "compare",
+    num_images: int = 7,
+    device: str = "cpu",
+) -> Comparison:
+    """Compare training runs: writes OUT/compare.md, compare.csv, curves.png and predictions.png.
+
+    The table: model, parameters, recipe, epochs, best and last pixel accuracy, the article's IoU, mIoU, per-class
+    IoU, training minutes, images/s and device. curves.png: validation loss, pixel accuracy and mIoU per epoch, and
+    pixel accuracy against training minutes, every run on the same axes. predictions.png: the first `num_images`
+    validation images, their truth, and each run's prediction from its best checkpoint. out_dir=None writes nothing.
+    """
+    if not run_dirs:
+        raise SeglabError("no runs to compare; pass one or more run directories")
+    runs = [read_run(d) for d in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) < len(names):  # two runs with one folder name (in different parents): label by path
+        for r in runs:
+            r.label = str(r.run_dir)
+    check_comparable(runs)
+    rows = [table_row(r) for r in runs]
+    result = Comparison(runs=runs, rows=rows, markdown=markdown_table(rows))
+    if out_dir is None:
+        return result
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SeglabError(f"--out {out} is a file; choose a folder for the comparison")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(result.markdown)
+    with open(out / "compare.csv", "w", newline="") as f:
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    result.files.update(table=out / "compare.md", csv=out / "compare.csv")
+    if any(r.history for r in runs):
+        save_comparison_curves(runs, out / "curves.png")
+        result.files["curves"] = out / "curves.png"
+    try:
+        image = predictions_figure(runs, num_images, device)
+    except SeglabError as e:  # e.g. the data is not on this machine: the table and curves still stand
+        result.notes.append(f"predictions figure skipped: {e}")
+    else:
+        if image is not None:
+            image.save(out / "predictions.png")
+            result.files["predictions"] = out / "predictions.png"
+    return result
+
+
+def _label(run: RunSummary) -> str:
+    return run.label + (" (in progress)" if run.in_progress else "")
+
+
+def save_comparison_curves(runs: Sequence[RunSummary], path: str | Path) -> None:
+    """Validation loss, pixel accuracy, mIoU per epoch and pixel accuracy per training minute, runs on shared axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    panels = [("val_loss", "validation loss", "epoch"), ("pixel_accuracy", "pixel accuracy", "epoch"),
+              ("miou", "mIoU", "epoch"), ("pixel_accuracy", "pixel accuracy", "training minutes")]
+    for i, run in enumerate(r for r in runs if r.history):
+        style = dict(color=f"C{i}", marker="o", markersize=3, linestyle="--" if run.in_progress else "-")
+        epochs = [int(r["epoch"]) for r in run.history]
+        minutes, t = [], 0.0
+        for r in run.history:
+            t += r.get("seconds", 0.0) / 60.0
+            minutes.append(t)
+        for ax, (key, ylabel, xlabel) in zip(axes, panels):
+            xs = minutes if xlabel == "training minutes" else epochs
+            ys = [r.get(key, float("nan")) for r in run.history]
+            ax.plot(xs, ys, label=_label(run), **style)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("validation curves (dashed: run in progress)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _val_dataset(run: RunSummary, image_size: int | None = None):
+    """The run's validation split as train() loaded it (at image_size, default the run's)."""
+    from .data import build_dataset
+
+    c = run.config
+    options: dict[str, Any] = {}
+    if c["dataset"] == "synthetic":
+        options = {"seed": c["seed"]} if c["val_samples"] is None else {"count": c["val_samples"], "seed": c["seed"]}
+    size = int(image_size or c["image_size"])
+    ds = build_dataset(c["dataset"], c["val_split"], root=c["data_root"], image_size=size,
+                       interpolation=c["interpolation"], quiet=True, **options)
+    return ds
+
+
+@torch.inference_mode()
+def predictions_figure(runs: Sequence[RunSummary], num_images: int = 7, device: str = "cpu"):
+    """The first `num_images` validation images, their truth, and each run's prediction from its best checkpoint
+    (resized by nearest to the largest run's size), as one PIL image; None when no run has a checkpoint yet."""
+    import torch.nn.functional as F
+
+    from .checkpoint import find_checkpoint, load_model
+    from .data.augment import to_float
+    from .viz import panels_image
+
+    with_ckpt = []
+    for run in runs:
+        try:
+            with_ckpt.append((run, find_checkpoint(run.run_dir, "best")))
+        except SeglabError:
+            continue
+    if not with_ckpt:
+        return None
+    size = max(int(r.config["image_size"]) for r, _ in with_ckpt)
+    shown = _val_dataset(with_ckpt[0][0], size)
+    n = min(num_images, len(shown))
+    panels = []
+    for run, ckpt in with_ckpt:
+        ds = _val_dataset(run)
+        model, header = load_model(ckpt, device)
+        x = to_float(ds.images[:n].to(device))  # (n, 3, h, w)
+        pred = model(x).argmax(1, keepdim=True).float()  # (n, 1, h, w)
+        pred = F.interpolate(pred, size=(size, size), mode="nearest")[:, 0].long().cpu()  # (n, S, S)
+        panels.append((f"{_label(run)}: {run.config['model']}, best epoch {header.get('epoch', '?')}", pred))
+    num_classes = len(with_ckpt[0][0].class_names) or shown.num_classes
+    return panels_image(to_float(shown.images[:n]), shown.masks[:n].long(), panels, num_classes, per_row=min(7, n))
+
+
+__all__ = ["Comparison", "RunSummary", "compare_runs", "read_run"]
