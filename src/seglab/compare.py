@@ -46,7 +46,7 @@ class RunSummary:
         done, total = len(self.history), int(self.config["epochs"])
         if not self.history:
             return f"in progress: no epoch finished yet (0/{total})"
-        return f"in progress: {done}/{total} epochs" if self.in_progress else f"{done} epochs"
+        return f"in progress: {done}/{total} epochs" if self.in_progress else f"{done} epoch{'s' if done != 1 else ''}"
 
 
 @dataclass
