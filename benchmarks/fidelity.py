@@ -164,7 +164,8 @@ def _steps_main(args: argparse.Namespace) -> None:
     verdict = "PASS" if worst < 1e-4 else "FAIL"
     print(f"max relative difference over {len(rows)} steps: {worst:.3e} ({verdict}: < 1e-4)")
     data = "synthetic" if args.synthetic else str(args.data_root)
-    tag = "steps" + ("-double" if args.double else "")
+    tag = "steps" + ("-small" if args.small else "") + ("-double" if args.double else "") + (
+        "-synthetic" if args.synthetic else "")
     meta = dict(steps=args.steps, batch=args.batch, image_size=args.image_size, seed=args.seed,
                 dtype="float64" if args.double else "float32", data=data, config=config,
                 max_rel_diff=worst, seconds=time.perf_counter() - t0, environment=environment(torch.device("cpu")))
@@ -172,7 +173,7 @@ def _steps_main(args: argparse.Namespace) -> None:
     (RESULTS / f"fidelity-{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = [f"Fidelity (a): seglab's ViT vs the notebook-style model, same initial weights and batches, dropout off, "
              f"deterministic CPU, {meta['dtype']}; config {config}, {args.image_size}x{args.image_size}, batch "
-             f"{args.batch}, data {data}. `{' '.join(sys.argv)}`", "",
+             f"{args.batch}, data {data}. `python {' '.join(sys.argv)}`", "",
              "| step | notebook loss | seglab loss | relative difference |", "|---|---|---|---|"]
     lines += [f"| {r['step']} | {r['notebook']:.10f} | {r['seglab']:.10f} | {r['rel_diff']:.2e} |" for r in rows]
     lines += ["", f"Max relative difference over {len(rows)} steps: **{worst:.3e}** ({verdict}, threshold 1e-4)."]

@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     data += ["--image-size", str(size)]
     tiny = {"vit-small": ["-O", "embed_size=32", "-O", "num_heads=2", "-O", "num_blocks=1"],
             "segnet-dsc-head": ["-O", "widths=[8,16]", "-O", "depths=[1,1]"],
-            "segformer-b0": ["-O", "hidden_sizes=[8,16,40,64]", "-O", "depths=[1,1,1,1]", "-O", "decoder_hidden_size=32"]}
+            "segformer-b0": ["-O", "hidden_sizes=[8,16,40,64]", "-O", "depths=[1,1,1,1]",
+                             "-O", "decoder_hidden_size=32"]}
 
     # Figure 7: the shape journey of the article's ViT (no training needed).
     seglab("trace", "--model", "vit", "--figure", str(out / "shape_journey.png"))
@@ -172,10 +173,10 @@ def seglab_compare(run_dirs: list[str], out: Path) -> None:
 def _numbers(runs: dict[str, Path], vit: Path, epochs: int, size: int, sample: bool, args, seconds: float) -> dict:
     from seglab.compare import read_run, table_row
 
+    command = "python docs/make_figures.py" + (f" --data-root {args.data_root}" if sample else "")
+    command += f" --epochs {args.epochs}" if args.epochs else ""
     out = {"data": "oxford-iiit-pet-sample" if sample else "synthetic", "image_size": size, "epochs": epochs,
-           "seconds": round(seconds), "command": "python docs/make_figures.py" + (
-               f" --data-root {args.data_root}" if sample else "") + (f" --epochs {args.epochs}" if args.epochs else ""),
-           "models": {}}
+           "seconds": round(seconds), "command": command, "models": {}}
     for model, run_dir in runs.items():
         row = table_row(read_run(run_dir))
         out["models"][model] = {k: row[k] for k in ("parameters", "recipe", "best_pixel_accuracy",
