@@ -58,7 +58,8 @@ def test_table_comes_from_each_runs_metrics(runs, tmp_path):
         assert int(row["parameters"]) == sum(p.numel() for p in model.parameters())
         assert row["epochs"] == "2 epochs" and row["device"] == "cpu" and row["recipe"] == "article"
     md = result.markdown.splitlines()
-    assert "article IoU" in md[0] and "IoU pet" in md[0] and len(md) == 4  # header, rule, one line per run
+    assert "article IoU" in md[0] and "IoU pet" in md[0] and md[2].startswith("| vit |") and md[4] == ""
+    assert md[-1].startswith("- cnn: `seglab train --model segnet-dsc-head --recipe article --dataset synthetic")
 
 
 def test_predictions_figure_shows_each_best_checkpoint_on_the_same_images(runs, tmp_path):
@@ -118,3 +119,21 @@ def test_a_run_in_progress_is_compared_as_far_as_it_got(runs, tmp_path):
     assert "| going * |" in result.markdown and "still in progress" in result.markdown
     assert (tmp_path / "c" / "predictions.png").exists()  # drawn for the runs that have a checkpoint
     assert read_run(runs[1]).in_progress is False
+
+
+def test_each_rows_command_repeats_its_run(runs):
+    import dataclasses
+    import shlex
+
+    from seglab import cli
+
+    for run in runs:
+        row = compare_runs([run], None).rows[0]
+        argv = shlex.split(row["command"])
+        assert argv[:2] == ["seglab", "train"]
+        cfg = cli._config_from_args(cli.build_parser().parse_args(argv[1:]))
+        saved = yaml.safe_load((run / "config.yaml").read_text())
+        again = dataclasses.asdict(cfg)
+        for key in ("out_dir", "run_name", "quiet"):
+            saved.pop(key), again.pop(key)
+        assert again == saved

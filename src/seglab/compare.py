@@ -8,6 +8,7 @@ marked so.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,11 +28,12 @@ class RunSummary:
     """What compare_runs reads from one run directory."""
 
     run_dir: Path
-    config: dict[str, Any]  # the run's config.yaml (fields of TrainConfig)
+    config: dict[str, Any]  # the fields of the run's config.yaml compare needs (TrainConfig's defaults if absent)
     history: list[dict[str, float]]  # metrics.csv, one row per finished epoch
     class_names: list[str]
     device: str
     label: str = ""  # how figures name the run (its folder name, or its path when two runs share a name)
+    raw_config: dict[str, Any] = field(default_factory=dict)  # config.yaml as written
 
     @property
     def name(self) -> str:
@@ -93,7 +95,37 @@ def read_run(run_dir: str | Path) -> RunSummary:
         found = re.search(r"; device (\S+?);", log.read_text(errors="replace"))
         if found:
             device = found.group(1)
-    return RunSummary(run_dir, config, history, class_names, device, label=run_dir.name)
+    return RunSummary(run_dir, config, history, class_names, device, label=run_dir.name, raw_config=raw)
+
+
+_NOT_FLAGS = ("recipe", "out_dir", "run_name", "quiet", "model_options")
+
+
+def train_command(config: dict[str, Any]) -> str:
+    """The `seglab train` command that repeats a run: its model, recipe and every field that differs from what the
+    recipe sets (where it trained and what it was called left out)."""
+    import shlex
+
+    from .config import TrainConfig, apply_recipe
+
+    recipe = config.get("recipe") or "article"
+    try:
+        base = {**dataclasses.asdict(TrainConfig()), **apply_recipe({}, recipe)}
+    except SeglabError:  # a recipe this version does not know: list every field
+        base = {}
+    parts = ["seglab", "train", "--model", str(config.get("model", base.get("model"))), "--recipe", recipe]
+    for key, value in config.items():
+        if key in _NOT_FLAGS or key == "model" or (key in base and base[key] == value):
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        elif value is not None:
+            parts += [flag, str(value)]
+    for key, value in (config.get("model_options") or {}).items():
+        text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+        parts += ["-O", f"{key}={text}"]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _class_names_from_checkpoint(run_dir: Path) -> list[str]:
@@ -170,6 +202,7 @@ def table_row(run: RunSummary) -> dict[str, Any]:
     row["images_per_s"] = sum(speeds) / len(speeds) if speeds else nan
     row["device"] = run.device
     row["in_progress"] = run.in_progress
+    row["command"] = train_command(run.raw_config or run.config)
     return row
 
 
@@ -194,9 +227,10 @@ _HEADERS = {"run": "run", "model": "model", "parameters": "parameters", "recipe"
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table (in-progress runs marked with * after their name)."""
-    keys = [k for k in rows[0] if k != "in_progress"]
+    hidden = ("in_progress", "command")
+    keys = [k for k in rows[0] if k not in hidden]
     for r in rows[1:]:
-        keys += [k for k in r if k not in keys and k != "in_progress"]
+        keys += [k for k in r if k not in keys and k not in hidden]
     head = [_HEADERS.get(k, k.replace("iou_", "IoU ")) for k in keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(keys)]
     for r in rows:
@@ -206,6 +240,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if any(r["in_progress"] for r in rows):
         lines.append("\n\\* still in progress (or stopped before its last epoch): compared as far as it got.")
+    lines.append("\nCommands behind the rows:\n")
+    lines += [f"- {r['run']}: `{r['command']}`" for r in rows if r.get("command")]
     return "\n".join(lines) + "\n"
 
 
