@@ -6,9 +6,9 @@
 (a) Same initial weights (the notebook model's, copied into seglab's), the same batches, dropout off,
 deterministic CPU: the training losses of the two models, step by step, must agree to a relative difference
 below 1e-4. Each side uses its own code: the notebook model (nn.Unfold, nn.MultiheadAttention, nn.Fold, plain
-torch.optim.Adam, nn.CrossEntropyLoss) against seglab's ViT (reshape patches, scaled_dot_product_attention) with
-seglab's own optimizer and loss (the fused Adam and cross-entropy of seglab.train). `--double` runs both in
-float64, which shows what is left in float32 is rounding.
+torch.optim.Adam, nn.CrossEntropyLoss) against seglab's ViT (reshape patches, scaled_dot_product_attention)
+trained by seglab.train's own train_step with its optimizer and loss (fused Adam, cross-entropy ignoring 255).
+`--double` runs both in float64, which shows what is left in float32 is rounding.
 
 (b) With dropout on and the article's recipe, a small configuration (embed 192, 4 blocks, the article's 16x16
 patches, 64x64) trained for the same number of steps on the Oxford-IIIT Pet sample: seglab's `train()` against the
@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,7 +117,7 @@ def step_by_step(steps: int = 20, batch: int = 8, image_size: int = 32, seed: in
     """Train both models on the same batches from the same weights with dropout off; one row per step:
     {step, notebook, seglab, rel_diff}."""
     from seglab.config import TrainConfig
-    from seglab.train import _make_optimizer
+    from seglab.train import _make_loss, _make_optimizer, train_step
 
     dtype = torch.float64 if double else torch.float32
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -128,9 +127,12 @@ def step_by_step(steps: int = 20, batch: int = 8, image_size: int = 32, seed: in
         naive, ours = make_pair(image_size, seed, dtype, **config)
         naive.train()
         ours.train()
-        # Each side's own optimizer: the notebook's torch.optim.Adam(lr=4e-4); seglab's from its TrainConfig.
+        # Each side's own optimizer and loss: the notebook's torch.optim.Adam(lr=4e-4) and nn.CrossEntropyLoss;
+        # seglab's from its TrainConfig (the article's recipe), through seglab.train's own train_step.
+        cfg = TrainConfig(lr=4e-4, amp="off")
         opt_naive = torch.optim.Adam(naive.parameters(), lr=4e-4)
-        opt_ours = _make_optimizer(TrainConfig(lr=4e-4), ours, torch.device("cpu"))
+        opt_ours = _make_optimizer(cfg, ours, torch.device("cpu"))
+        loss_fn = _make_loss(cfg)
         criterion = nn.CrossEntropyLoss()
         rows = []
         for i, (x, y) in enumerate(fixed_batches(steps, batch, image_size, seed, data_root)):
@@ -139,11 +141,13 @@ def step_by_step(steps: int = 20, batch: int = 8, image_size: int = 32, seed: in
             loss_n = criterion(naive(x), y)
             loss_n.backward()
             opt_naive.step()
-            # seglab.train's step: cross-entropy on float logits with 255 ignored, zero_grad(set_to_none), fused Adam
-            loss_s = F.cross_entropy(ours(x).to(dtype), y, ignore_index=255)
-            opt_ours.zero_grad(set_to_none=True)
-            loss_s.backward()
-            opt_ours.step()
+            if double:  # train_step computes the loss in float32; here the same step in float64
+                loss_s = loss_fn(ours(x), y)
+                opt_ours.zero_grad(set_to_none=True)
+                loss_s.backward()
+                opt_ours.step()
+            else:
+                loss_s = train_step(ours, opt_ours, x, y, loss_fn, torch.device("cpu"), amp="off")
             a, b = loss_n.item(), loss_s.item()
             rows.append({"step": i + 1, "notebook": a, "seglab": b, "rel_diff": abs(a - b) / abs(a)})
         return rows

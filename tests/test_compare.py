@@ -137,3 +137,20 @@ def test_each_rows_command_repeats_its_run(runs):
         for key in ("out_dir", "run_name", "quiet"):
             saved.pop(key), again.pop(key)
         assert again == saved
+
+
+def test_seglab_compare_command(runs, tmp_path, capsys):
+    from seglab import cli
+
+    assert cli.main(["compare", *map(str, runs), "--out", str(tmp_path / "c"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "| vit | vit |" in out and "| cnn | segnet-dsc-head |" in out and "predictions.png" in out
+    other = tmp_path / "other"
+    shutil.copytree(runs[0], other)
+    cfg = yaml.safe_load((other / "config.yaml").read_text())
+    cfg["dataset"], cfg["data_root"] = "folder", str(tmp_path)
+    (other / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["compare", str(runs[1]), str(other), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("seglab: error: cannot compare runs on different datasets") and len(err.splitlines()) == 1
+    assert f"{other}: folder at {tmp_path}" in err and not (tmp_path / "d").exists()

@@ -1,7 +1,8 @@
 """seglab: efficient semantic image segmentation in PyTorch.
 
 The public API: models (build_model, list_models and the model classes), data (build_dataset), training
-(TrainConfig, train), evaluation (evaluate, ConfusionMatrix) and inference (predict).
+(TrainConfig, train), evaluation (evaluate, ConfusionMatrix), inference (predict) and comparing runs
+(compare_runs).
 
 Names are imported on first use (PEP 562), so `import seglab` (and the command line) costs nothing and imports no
 torch until a name that needs it is used.
@@ -25,6 +26,7 @@ _EXPORTS = {
     "VisionTransformerForSegmentation": ".models.vit",
     "build_dataset": ".data",
     "build_model": ".models",
+    "compare_runs": ".compare",
     "evaluate": ".train",
     "list_models": ".models",
     "predict": ".predict",
@@ -41,6 +43,7 @@ __all__ = [
     "VisionTransformerForSegmentation",
     "build_dataset",
     "build_model",
+    "compare_runs",
     "evaluate",
     "list_models",
     "predict",
@@ -61,6 +64,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from .compare import compare_runs
     from .config import TrainConfig
     from .data import build_dataset
     from .errors import SeglabError

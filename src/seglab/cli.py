@@ -293,6 +293,18 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_runs
+    from .train import resolve_device
+
+    result = compare_runs(args.runs, args.out, num_images=args.num_images, device=str(resolve_device(args.device)))
+    print(result.markdown, end="")
+    for note in result.notes:
+        print(note)
+    print(f"wrote {', '.join(str(p) for p in result.files.values())}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seglab", description="Efficient semantic segmentation in PyTorch.")
     p.add_argument("--version", action="version", version=f"seglab {_version()}")
@@ -356,6 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     da.add_argument("--root", help="where to put it (default: $SEGLAB_DATA/oxford-iiit-pet)")
     da.add_argument("--mirror", help="base URL to download from instead of the VGG site")
     da.set_defaults(func=cmd_data)
+
+    co = sub.add_parser("compare", parents=[_shared("device")],
+                        help="runs side by side: a table, validation curves, predictions of the same images")
+    co.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    co.add_argument("--out", default="compare", metavar="DIR",
+                    help="where compare.md, compare.csv, curves.png and predictions.png go (default: compare)")
+    co.add_argument("--num-images", type=_positive_int, default=7, help="validation images drawn (default: 7)")
+    co.set_defaults(func=cmd_compare)
     return p
 
 

@@ -331,17 +331,14 @@ def save_comparison_curves(runs: Sequence[RunSummary], path: str | Path) -> None
 
 
 def _val_dataset(run: RunSummary, image_size: int | None = None):
-    """The run's validation split as train() loaded it (at image_size, default the run's)."""
-    from .data import build_dataset
+    """The run's validation split as its training saw it (at image_size, default the run's)."""
+    from .config import TrainConfig
+    from .train import load_split
 
     c = run.config
-    options: dict[str, Any] = {}
-    if c["dataset"] == "synthetic":
-        options = {"seed": c["seed"]} if c["val_samples"] is None else {"count": c["val_samples"], "seed": c["seed"]}
-    size = int(image_size or c["image_size"])
-    ds = build_dataset(c["dataset"], c["val_split"], root=c["data_root"], image_size=size,
-                       interpolation=c["interpolation"], quiet=True, **options)
-    return ds
+    cfg = TrainConfig(dataset=c["dataset"], data_root=c["data_root"], seed=c["seed"], image_size=int(c["image_size"]),
+                      interpolation=c["interpolation"], quiet=True)
+    return load_split(cfg, c["val_split"], c["val_samples"], image_size)
 
 
 @torch.inference_mode()

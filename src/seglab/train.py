@@ -78,17 +78,24 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
 
 
+def load_split(cfg: TrainConfig, split: str, samples: int | None = None,
+               image_size: int | None = None) -> SegmentationDataset:
+    """One split of cfg.dataset as a run with `cfg` sees it (the first `samples`, at image_size or cfg's size)."""
+    options: dict[str, Any] = {}
+    if cfg.dataset == "synthetic":
+        options = {"seed": cfg.seed} if samples is None else {"count": samples, "seed": cfg.seed}
+    ds = build_dataset(cfg.dataset, split, root=cfg.data_root, download=cfg.download,
+                       image_size=image_size or cfg.image_size, interpolation=cfg.interpolation,
+                       skip_bad=cfg.skip_bad, quiet=cfg.quiet, **options)
+    if samples is not None and cfg.dataset != "synthetic" and samples < len(ds):
+        ds = dataclasses.replace(ds, images=ds.images[:samples], masks=ds.masks[:samples], ids=ds.ids[:samples])
+    return ds
+
+
 def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The training and validation splits of cfg.dataset at cfg.image_size."""
     def one(split: str, samples: int | None) -> SegmentationDataset:
-        options: dict[str, Any] = {}
-        if cfg.dataset == "synthetic":
-            options = {"seed": cfg.seed} if samples is None else {"count": samples, "seed": cfg.seed}
-        ds = build_dataset(cfg.dataset, split, root=cfg.data_root, download=cfg.download, image_size=cfg.image_size,
-                           interpolation=cfg.interpolation, skip_bad=cfg.skip_bad, quiet=cfg.quiet, **options)
-        if samples is not None and cfg.dataset != "synthetic" and samples < len(ds):
-            ds = dataclasses.replace(ds, images=ds.images[:samples], masks=ds.masks[:samples], ids=ds.ids[:samples])
-        return ds
+        return load_split(cfg, split, samples)
 
     if dist.is_main():  # rank 0 builds the caches; the others then read them
         train_ds = one(cfg.train_split, cfg.train_samples)
