@@ -1,23 +1,34 @@
-"""Inference on images of any size: batched at the model's size, logits resized back, masks and overlays."""
+"""Inference on images of any size, streamed: batches at the model's size, logits resized back, masks and overlays.
+
+predict() holds one batch of decoded images at a time: a background thread decodes the next batch (into a queue
+of at most one batch) while the model runs on this one, and each batch's masks and overlays are written before the
+next is taken, so memory stays flat whatever the number of images. It runs a checkpoint or run directory on
+PyTorch, or an .onnx file on ONNX Runtime (runtime.py; this module imports torch only for the former). Under
+torchrun each rank predicts its own share of the inputs (rank r takes inputs r, r + N, r + 2N, ... of the sorted
+list) and writes its own outputs.
+"""
 
 from __future__ import annotations
 
 import errno
+import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
-from .data.cache import INTERPOLATIONS
-from .data.io import IMAGE_SUFFIXES, list_images, read_image
+from .data.io import IMAGE_SUFFIXES, INTERPOLATIONS, list_images, read_image
 from .errors import SeglabError
-from .viz import overlay
+from .palette import overlay
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -28,13 +39,17 @@ class Prediction:
 
 
 class Predictions(list):
-    """The list of Prediction that predict() returns, with .skipped: (path, reason) of files left out by skip_bad."""
+    """What predict() returns: the Prediction of each image when kept (keep=True), and always .count (images
+    predicted by this process), .skipped ((path, reason) of files left out by skip_bad) and .existing (inputs
+    whose outputs were already there, with skip_existing)."""
 
     skipped: list[tuple[str, str]]
 
     def __init__(self, items: Iterable[Prediction] = (), skipped: list[tuple[str, str]] | None = None):
         super().__init__(items)
         self.skipped = list(skipped or [])
+        self.count = 0
+        self.existing = 0
 
 
 def _expand(inputs: Iterable[str | Path]) -> list[Path]:
@@ -62,7 +77,6 @@ def _check_stems(paths: list[Path]) -> None:
         seen[p.stem] = p
 
 
-@torch.inference_mode()
 def predict_images(
     model: nn.Module,
     images: list[Image.Image],
@@ -71,19 +85,139 @@ def predict_images(
     device: torch.device | str | None = None,
 ) -> list[np.ndarray]:
     """Class-id masks (H, W) uint8 at each image's own size: resize to the model's size, predict, resize logits back."""
+    import torch
+    import torch.nn.functional as F
+
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    x = torch.stack([
-        torch.from_numpy(np.array(im.resize((image_size, image_size), INTERPOLATIONS[interpolation]))).permute(2, 0, 1)
-        for im in images
-    ]).to(device).float().div_(255.0)  # (B, 3, S, S)
-    logits = model(x).float()  # (B, C, S, S)
-    masks = []
-    for im, lg in zip(images, logits):
-        w, h = im.size
-        up = F.interpolate(lg[None], size=(h, w), mode="bilinear", align_corners=False)  # (1, C, H, W)
-        masks.append(up[0].argmax(0).byte().cpu().numpy())
+    with torch.inference_mode():
+        x = torch.stack([
+            torch.from_numpy(np.array(im.resize((image_size, image_size), INTERPOLATIONS[interpolation])))
+            .permute(2, 0, 1)
+            for im in images
+        ]).to(device).float().div_(255.0)  # (B, 3, S, S)
+        logits = model(x).float()  # (B, C, S, S)
+        masks = []
+        for im, lg in zip(images, logits):
+            w, h = im.size
+            up = F.interpolate(lg[None], size=(h, w), mode="bilinear", align_corners=False)  # (1, C, H, W)
+            masks.append(up[0].argmax(0).byte().cpu().numpy())
     return masks
+
+
+class TorchSegmenter:
+    """A seglab checkpoint (or a run directory's best) on PyTorch, with runtime.OnnxSegmenter's interface."""
+
+    backend = "pytorch"
+
+    def __init__(self, checkpoint: str | Path, device: str = "auto"):
+        from .checkpoint import load_model
+        from .palette import palette
+        from .train import resolve_device
+
+        self.device = resolve_device(device)
+        self.model, header = load_model(checkpoint, self.device)
+        spec = header["model"]
+        self.name = spec["name"]
+        self.image_size = int(header.get("image_size", spec["image_size"]))
+        self.interpolation = header.get("interpolation", "nearest")
+        n = int(spec["num_classes"])
+        self.class_names = list(header.get("class_names") or [f"class {i}" for i in range(n)])
+        self.colors = palette(n)[:n].tolist()
+        self.parameters = sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+        if not images:
+            return []
+        return predict_images(self.model, images, self.image_size, self.interpolation, self.device)
+
+
+def _outputs(out_dir: Path, p: Path) -> tuple[Path, Path]:
+    return out_dir / f"{p.stem}_mask.png", out_dir / f"{p.stem}_overlay.png"
+
+
+def _save(picture: Image.Image, path: Path, done: int) -> None:
+    """Write a PNG through a temporary file and a rename: an interrupted run never leaves a torn PNG, so
+    --skip-existing can trust every file it finds."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        picture.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        what = "the disk is full" if e.errno == errno.ENOSPC else f"cannot write ({e})"
+        raise SeglabError(f"{what}: {path}; {done} image(s) were done before it") from None
+
+
+def _batches(paths: list[Path], batch_size: int, depth: int = 1) -> Iterator[list[tuple[Path, Any]]]:
+    """Batches of (path, decoded image or the SeglabError reading it), decoded by a background thread that stays
+    at most `depth` batches ahead: decoding overlaps the model, memory holds a bounded number of batches."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def work() -> None:
+        try:
+            for start in range(0, len(paths), batch_size):
+                batch = []
+                for p in paths[start:start + batch_size]:
+                    try:
+                        batch.append((p, read_image(p)))
+                    except SeglabError as e:
+                        batch.append((p, e))
+                while not stop.is_set():
+                    try:
+                        q.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
+            q.put(e)
+        q.put(done)
+
+    thread = threading.Thread(target=work, name="seglab-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue, then let it end
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+
+
+def _shard(paths: list[Path], segmenter: Any) -> tuple[list[Path], int, int, bool]:
+    """This process's share of the inputs under torchrun: rank r of N takes r, r + N, ... (every input once).
+
+    Returns (share, rank, world size, whether this call joined the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return paths, 0, 1, False
+    if isinstance(segmenter, TorchSegmenter):
+        # The PyTorch path joins the process group as training does (gloo on CPU, NCCL on CUDA).
+        from . import distributed
+
+        joined = not distributed.is_distributed()
+        distributed.init(segmenter.device.type)
+        rank, world = distributed.rank(), distributed.world_size()
+        return paths[rank::world], rank, world, joined
+    rank = int(os.environ.get("RANK", "0"))  # ONNX Runtime, perhaps without torch: torchrun's environment says
+    return paths[rank::world], rank, world, False
 
 
 def predict(
@@ -94,23 +228,25 @@ def predict(
     device: str = "auto",
     quiet: bool = False,
     skip_bad: bool = False,
+    skip_existing: bool = False,
+    keep: bool = True,
 ) -> Predictions:
-    """Predict every image (files or folders of images) with a checkpoint (or a run directory's best).
+    """Predict every image (files or folders of images) with a checkpoint, a run directory's best, or an .onnx.
 
-    With out_dir, writes <stem>_mask.png (class ids) and <stem>_overlay.png for each image, at its original size.
+    With out_dir, writes <stem>_mask.png (class ids) and <stem>_overlay.png for each image, at its original size,
+    batch by batch. keep=False keeps nothing in memory (the result then only counts), for folders of any size.
+    skip_existing leaves out inputs whose two outputs are already in out_dir (to resume an interrupted run).
     A file that cannot be read stops the run with a message naming it (what was written so far stays); with
-    skip_bad=True it is left out and listed in the result's .skipped.
+    skip_bad=True it is left out and listed in the result's .skipped. Under torchrun, each rank predicts and
+    writes its own share of the inputs.
     """
     if not (isinstance(batch_size, int) and batch_size >= 1):
         raise SeglabError(f"batch_size must be a positive integer, not {batch_size!r}")
-    from .checkpoint import load_model
-    from .train import resolve_device
+    if skip_existing and out_dir is None:
+        raise SeglabError("skip_existing (--skip-existing) needs an output folder (--out)")
+    from .runtime import load_segmenter
 
-    dev = resolve_device(device)
-    model, header = load_model(checkpoint, dev)
-    size = int(header.get("image_size", header["model"]["image_size"]))
-    interpolation = header.get("interpolation", "nearest")
-    num_classes = int(header["model"]["num_classes"])
+    segmenter = load_segmenter(checkpoint, device=device)
     paths = _expand(inputs)
     if out_dir is not None:
         _check_stems(paths)
@@ -119,30 +255,40 @@ def predict(
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise SeglabError(f"cannot create the output folder {out_dir} ({e}); choose another --out") from None
+    paths, rank, world, joined = _shard(paths, segmenter)
     results = Predictions()
-    for start in tqdm(range(0, len(paths), batch_size), desc="predict", disable=quiet):
-        chunk, images = [], []
-        for p in paths[start:start + batch_size]:
-            try:
-                images.append(read_image(p))
-                chunk.append(p)
-            except SeglabError as e:
-                if not skip_bad:
-                    kept = f"; the {len(results)} mask(s) already written to {out_dir} are kept" if out_dir else ""
-                    raise SeglabError(f"{e}{kept}. --skip-bad (skip_bad=True) leaves such files out and lists "
-                                      "them.") from None
-                results.skipped.append((str(p), str(e)))
-        if not images:
-            continue
-        for p, im, mask in zip(chunk, images, predict_images(model, images, size, interpolation, dev)):
-            results.append(Prediction(p, mask, im))
-            if out_dir is not None:
-                for path, picture in ((out_dir / f"{p.stem}_mask.png", Image.fromarray(mask)),
-                                      (out_dir / f"{p.stem}_overlay.png", overlay(im, mask, num_classes))):
-                    try:
-                        picture.save(path)
-                    except OSError as e:
-                        path.unlink(missing_ok=True)  # no torn PNG left behind
-                        what = "the disk is full" if e.errno == errno.ENOSPC else f"cannot write ({e})"
-                        raise SeglabError(f"{what}: {path}; {len(results) - 1} image(s) were done before it") from None
+    if skip_existing:
+        todo = [p for p in paths if not all(o.exists() for o in _outputs(out_dir, p))]
+        results.existing = len(paths) - len(todo)
+        paths = todo
+    num_classes = segmenter.num_classes
+    desc = "predict" if world == 1 else f"predict (rank {rank}/{world})"
+    with tqdm(total=len(paths), desc=desc, disable=quiet or rank != 0) as bar:
+        for batch in _batches(paths, batch_size):
+            chunk, images = [], []
+            for p, im in batch:
+                if isinstance(im, SeglabError):
+                    if not skip_bad:
+                        kept = (f"; the {results.count} mask(s) already written to {out_dir} are kept"
+                                if out_dir else "")
+                        raise SeglabError(f"{im}{kept}. --skip-bad (skip_bad=True) leaves such files out and lists "
+                                          "them.") from None
+                    results.skipped.append((str(p), str(im)))
+                else:
+                    chunk.append(p)
+                    images.append(im)
+            for p, im, mask in zip(chunk, images, segmenter.predict_masks(images)):
+                if out_dir is not None:
+                    mask_path, overlay_path = _outputs(out_dir, p)
+                    _save(Image.fromarray(mask), mask_path, results.count)
+                    _save(overlay(im, mask, num_classes), overlay_path, results.count)
+                results.count += 1
+                if keep:
+                    results.append(Prediction(p, mask, im))
+            bar.update(len(batch))
+    if joined:  # every rank has written its share before any of them returns
+        from . import distributed
+
+        distributed.barrier()
+        distributed.shutdown()
     return results

@@ -8,11 +8,25 @@ training device (augment.py).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SeglabError, check_known
-from .cache import as_size, data_home, load_cached
-from .dataset import SegmentationDataset, SegmentationSource
+
+if TYPE_CHECKING:
+    from .dataset import SegmentationDataset, SegmentationSource
+
+
+# torch is imported on use (cache.py, dataset.py): `seglab.data.io` must load without torch, for runtime.py.
+def __getattr__(name: str) -> Any:
+    if name == "SegmentationDataset":
+        from .dataset import SegmentationDataset
+
+        return SegmentationDataset
+    if name == "data_home":
+        from .cache import data_home
+
+        return data_home
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DATASETS = ("oxford-pets", "folder", "voc", "synthetic")
 # Each dataset's own (train, validation) split names: what --train-split / --val-split default to.
@@ -40,6 +54,8 @@ def build_dataset(
     Pascal VOC (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) is read as "voc".
     interpolation applies to images ("nearest" is the article's recipe); masks are always resized by nearest.
     """
+    from .cache import as_size, load_cached
+
     size = as_size(image_size)
     if name == "oxford-pets":
         from .oxford_pets import build_oxford_pets
@@ -91,6 +107,8 @@ def _is_voc(root: str | Path) -> bool:
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
+    from .cache import data_home
+
     return Path(cache_dir) if cache_dir is not None else data_home() / "cache"
 
 

@@ -13,6 +13,13 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import SeglabError, check_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+# How images are resized to the model's size (masks always by nearest); here, torch-free, for predict and runtime.
+INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 def _open(path: Path, what: str) -> Image.Image:

@@ -1,0 +1,33 @@
+"""Class colours and overlays with numpy and Pillow only (no torch), shared by figures, predict and the server."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+# pet, background, border first (the Oxford-IIIT Pet trimap classes), then distinct colours for more classes.
+_BASE = [(255, 140, 0), (30, 30, 60), (245, 245, 245), (0, 160, 255), (220, 20, 60), (60, 179, 113),
+         (148, 0, 211), (255, 215, 0), (0, 206, 209), (199, 21, 133)]
+IGNORE_COLOR = (128, 128, 128)
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """A (max(num_classes, 10), 3) uint8 colour table; class c is drawn in palette[c]."""
+    rng = np.random.default_rng(0)
+    extra = [tuple(int(v) for v in rng.integers(0, 256, 3)) for _ in range(max(0, num_classes - len(_BASE)))]
+    return np.array(_BASE + extra, dtype=np.uint8)
+
+
+def colorize_array(mask: np.ndarray, num_classes: int, colors: np.ndarray | None = None) -> np.ndarray:
+    """Class ids (H, W) -> RGB (H, W, 3) uint8 (class c in colors[c], default palette()); 255 (ignore) is gray."""
+    m = np.asarray(mask)
+    pal = palette(num_classes) if colors is None else np.asarray(colors, dtype=np.uint8)
+    out = pal[np.clip(m, 0, len(pal) - 1)]
+    out[m == 255] = IGNORE_COLOR
+    return out
+
+
+def overlay(image: Image.Image, mask: np.ndarray, num_classes: int, alpha: float = 0.45) -> Image.Image:
+    """The image with its class mask blended over it (same size)."""
+    color = Image.fromarray(colorize_array(mask, num_classes)).resize(image.size, Image.Resampling.NEAREST)
+    return Image.blend(image.convert("RGB"), color, alpha)
