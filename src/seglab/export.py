@@ -206,17 +206,25 @@ def export_onnx(
 
     odd = (1, 3, *_odd_size(size))
     report = ExportReport(path, spec["name"], opset, dynamic_hw)
-    proto = _export(model, example, dynamic_hw, opset)
+    # A dynamic graph is traced at 64x64 at least: below, a SegFormer's last stage is 1x1, and torch.export
+    # specialises axes of size 1 (they broadcast), which breaks the symbolic shapes of every other size.
+    traced = max(size, 64)
+    proto = _export(model, torch.rand(2, 3, traced, traced, generator=torch.Generator().manual_seed(0))
+                    if dynamic_hw else example, dynamic_hw, opset)
     if dynamic_hw and not _has_dynamic_hw(proto):
         report.dynamic_hw, report.fallback_reason = False, "the exporter fixed the height and width"
     if report.dynamic_hw:
         # The odd-size check runs even with check_parity=False: it decides whether H and W may stay dynamic.
-        diff = _parity_proto(proto, model, odd)
+        try:
+            diff = _parity_proto(proto, model, odd)
+            why = (f"the graph depends on the input size (off by {diff:.3g} at {odd[2]}x{odd[3]} when exported at "
+                   f"{traced}x{traced})")
+        except Exception as e:  # noqa: BLE001 - the PyTorch model itself refuses that size
+            diff, why = float("inf"), f"the model does not run at {odd[2]}x{odd[3]} ({type(e).__name__}: {e})"
         report.parity[_key(odd)] = diff
         if not diff < atol:
             report.dynamic_hw = False
-            report.fallback_reason = (f"the graph depends on the input size (off by {diff:.3g} at {odd[2]}x{odd[3]}"
-                                      f" when exported at {size}x{size})")
+            report.fallback_reason = why
             report.parity.clear()
             proto = _export(model, example, False, opset)
     import onnx

@@ -30,6 +30,12 @@ def _open(path: Path, what: str) -> Image.Image:
         data = path.read_bytes()
     except OSError as e:
         raise SeglabError(f"cannot read the {what} {path} ({e})") from None
+    return _decode(data, str(path), what)
+
+
+def _decode(data: bytes, path: str, what: str, max_pixels: int | None = None) -> Image.Image:
+    """Decode image bytes fully; `path` names the file (or upload) in errors. max_pixels: a stricter limit than
+    Pillow's decompression-bomb limit (checked from the header, before any pixel is decoded)."""
     if not data:
         raise SeglabError(f"{what} is an empty file (0 bytes): {path}. Remove it or replace it.")
     try:
@@ -37,6 +43,9 @@ def _open(path: Path, what: str) -> Image.Image:
             # Pillow only warns between 1x and 2x its pixel limit; treat that as the error it is.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise Image.DecompressionBombError(
+                    f"{img.width}x{img.height} = {img.width * img.height} pixels, over the limit of {max_pixels}")
             img.load()  # decode now, so a truncated file fails here and not halfway through an epoch
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SeglabError(
@@ -79,7 +88,15 @@ def _upright(img: Image.Image) -> tuple[Image.Image, Image.Transpose | None]:
 
 def _read_image(path: Path) -> tuple[Image.Image, Image.Transpose | None, tuple[int, int]]:
     """(8-bit RGB image upright, the EXIF transpose applied or None, the stored (raw) size (W, H))."""
-    raw = _open(path, "image")
+    return _as_rgb(_open(path, "image"), path)
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
+    """Image bytes (an upload) -> 8-bit RGB upright, with read_image's checks; errors name `name`."""
+    return _as_rgb(_decode(data, name, "image", max_pixels), name)[0]
+
+
+def _as_rgb(raw: Image.Image, path: str | Path) -> tuple[Image.Image, Image.Transpose | None, tuple[int, int]]:
     img, method = _upright(raw)
     try:
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
