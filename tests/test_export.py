@@ -22,26 +22,11 @@ from torch import nn
 
 from seglab.errors import SeglabError
 from seglab.export import export_onnx, parity
-from seglab.models import build_model, list_models
+from seglab.models import list_models, model_entry, build_model
 from seglab.predict import predict
 from seglab.runtime import OnnxSegmenter
 
-# Tiny versions of each family (few blocks, small widths), so that an export takes seconds.
-TINY = {
-    "vit": dict(embed_size=16, num_blocks=1, num_heads=2),
-    "segformer": dict(hidden_sizes=(8, 8, 8, 8), depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1),
-                      decoder_hidden_size=8),
-    "segnet": dict(widths=(4, 8), depths=(1, 1)),
-}
-SIZE = 64  # the training size of the tiny models (SegFormer needs >= 64: at 32 its last stage is 1x1, and
-# torch.export specialises size-1 axes); the odd size is export._odd_size(64) = 41 x 53
-
-
-def tiny_overrides(name: str) -> dict:
-    for prefix, overrides in TINY.items():
-        if name.startswith(prefix):
-            return dict(overrides, **({"patch_size": 8} if name == "vit-small" else {}))
-    return {}  # a family without tiny overrides (e.g. added later) is exported at its defaults
+SIZE = 64  # the training size of the tiny models; the odd size is export._odd_size(64) = 41 x 53
 
 
 _EXPORTED: dict[str, tuple[str, object]] = {}  # architecture -> (first model name, its ExportReport)
@@ -55,7 +40,7 @@ def _architecture(model: nn.Module) -> str:
 @pytest.mark.parametrize("name", list_models())
 def test_every_model_exports_with_dynamic_shapes_and_matches_pytorch(name, tmp_path_factory):
     torch.manual_seed(0)
-    model = build_model(name, num_classes=3, image_size=SIZE, **tiny_overrides(name)).eval()
+    model = build_model(name, num_classes=3, image_size=SIZE, **model_entry(name).tiny).eval()
     # At tiny widths the SegFormer presets b0..b5 (which differ only in widths and depths) are one architecture
     # with the same seeded weights: it is exported once (an export costs ~10-30 s of CPU) and every preset's
     # PyTorch logits are compared with that file.

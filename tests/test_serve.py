@@ -141,7 +141,7 @@ def server(tiny_vit_checkpoint, tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "server.log"
     env = dict(os.environ, PYTHONPATH=SRC, OMP_NUM_THREADS="1")
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, os.environ.get("SEGLAB_TEST_SERVE", "-m"), *([] if "SEGLAB_TEST_SERVE" in os.environ else ["seglab.cli", "serve"]), str(tiny_vit_checkpoint), "--host",
+        proc = subprocess.Popen([sys.executable, "-m", "seglab.cli", "serve", str(tiny_vit_checkpoint), "--host",
                                  "127.0.0.1", "--port", str(port), "--device", "cpu"],
                                 stdout=f, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"

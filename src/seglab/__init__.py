@@ -1,8 +1,8 @@
 """seglab: efficient semantic image segmentation in PyTorch.
 
 The public API: models (build_model, list_models and the model classes), data (build_dataset), training
-(TrainConfig, train), evaluation (evaluate, ConfusionMatrix), inference (predict) and comparing runs
-(compare_runs).
+(TrainConfig, train), evaluation (evaluate, ConfusionMatrix), inference (predict), comparing runs (compare_runs)
+and deployment (export_onnx, create_app).
 
 Names are imported on first use (PEP 562), so `import seglab` (and the command line) costs nothing and imports no
 torch until a name that needs it is used.
@@ -27,7 +27,9 @@ _EXPORTS = {
     "build_dataset": ".data",
     "build_model": ".models",
     "compare_runs": ".compare",
+    "create_app": ".serve.app",
     "evaluate": ".train",
+    "export_onnx": ".export",
     "list_models": ".models",
     "predict": ".predict",
     "train": ".train",
@@ -44,7 +46,9 @@ __all__ = [
     "build_dataset",
     "build_model",
     "compare_runs",
+    "create_app",
     "evaluate",
+    "export_onnx",
     "list_models",
     "predict",
     "train",
@@ -68,9 +72,11 @@ if TYPE_CHECKING:
     from .config import TrainConfig
     from .data import build_dataset
     from .errors import SeglabError
+    from .export import export_onnx
     from .metrics import ConfusionMatrix
     from .models import build_model, list_models
     from .models.segformer import Segformer, SegformerConfig
     from .models.vit import VisionTransformerArgs, VisionTransformerForSegmentation
     from .predict import predict
+    from .serve.app import create_app
     from .train import evaluate, train

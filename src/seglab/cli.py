@@ -218,12 +218,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     results = predict(args.checkpoint, args.inputs, out_dir=args.out, batch_size=args.batch_size, device=args.device,
-                      quiet=args.quiet, skip_bad=args.skip_bad)
-    print(f"wrote {len(results)} mask(s) and overlay(s) to {args.out}")
+                      quiet=args.quiet, skip_bad=args.skip_bad, skip_existing=args.skip_existing, keep=False)
+    existing = f" ({results.existing} already there, left as they were)" if args.skip_existing else ""
+    print(f"wrote {results.count} mask(s) and overlay(s) to {args.out}{existing}")
     if results.skipped:
         print(f"skipped {len(results.skipped)} bad file(s):")
         for path, why in results.skipped:
             print(f"  {path}: {why}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    r = export_onnx(args.checkpoint, args.out, opset=args.opset, dynamic_hw=not args.fixed_size)
+    hw = "dynamic" if r.dynamic_hw else f"fixed at the training size ({r.fallback_reason or 'asked'})"
+    print(f"wrote {r.path} ({r.size_mb:.1f} MB): {r.model}, opset {r.opset}, batch dynamic, height and width {hw}; "
+          f"{r.seconds:.1f} s")
+    print("ONNX Runtime vs PyTorch, max abs diff of the logits: "
+          + ", ".join(f"{k} (BxHxW) {v:.1e}" for k, v in r.parity.items()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.app import serve
+
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, device=args.device)
     return 0
 
 
@@ -332,10 +352,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = sub.add_parser("predict", parents=[_shared("device", "quiet", "batch_size", "skip_bad", batch_size=16)],
                         help="masks and overlays for images at their original size")
-    pr.add_argument("checkpoint", metavar="CHECKPOINT", help="a run directory or a .safetensors checkpoint")
+    pr.add_argument("checkpoint", metavar="MODEL", help="a run directory, a .safetensors checkpoint, or an .onnx "
+                                                        "file (run on ONNX Runtime; torch not needed)")
     pr.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", help="images, or folders of images")
     pr.add_argument("--out", required=True, metavar="DIR", help="where the masks and overlays are written")
+    pr.add_argument("--skip-existing", action="store_true",
+                    help="leave out images whose mask and overlay are already in --out (resume a run)")
     pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="export a model to ONNX (dynamic batch and size, metadata, parity checked)")
+    ex.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory (its best checkpoint) or "
+                                                                         "a .safetensors checkpoint")
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="the export format (default: onnx)")
+    ex.add_argument("--out", required=True, metavar="FILE.onnx", help="the file to write")
+    ex.add_argument("--opset", type=_positive_int, default=18, help="the ONNX opset (default: 18)")
+    ex.add_argument("--fixed-size", action="store_true",
+                    help="fix height and width at the training size (only the batch stays dynamic)")
+    ex.set_defaults(func=cmd_export)
+
+    sv = sub.add_parser("serve", parents=[_shared("device")],
+                        help="an HTTP API and a page to try a model (FastAPI on uvicorn)")
+    sv.add_argument("model", metavar="RUN_DIR_OR_CHECKPOINT_OR_ONNX",
+                    help="a run directory, a .safetensors checkpoint or an .onnx file (no torch needed)")
+    sv.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
+    sv.add_argument("--port", type=_positive_int, default=8000, help="the port (default: 8000)")
+    sv.add_argument("--max-upload-mb", type=float, default=20.0,
+                    help="uploads larger than this are refused with 413 (default: 20)")
+    sv.set_defaults(func=cmd_serve)
 
     tr = sub.add_parser("trace", help="the shape of the tensor after every step of a model")
     tr.add_argument("--model", default="vit", help="a registered model (default: vit; `seglab models` lists them)")

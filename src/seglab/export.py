@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -250,21 +249,12 @@ def export_onnx(
 
 
 def _save_atomic(proto: Any, path: Path) -> None:
-    """onnx.save into a temporary file beside `path`, then rename: a crash never leaves a torn .onnx behind."""
+    """onnx.save through seglab's atomic write: a crash never leaves a torn .onnx behind."""
     import onnx
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            onnx.save_model(proto, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as e:
-        raise SeglabError(f"cannot write {path} ({e}); check the folder and free space") from None
+    from .atomic import atomic_write
+
+    atomic_write(path, lambda tmp: onnx.save_model(proto, str(tmp)))
 
 
 class _quiet_exporter:
