@@ -57,7 +57,7 @@ def main() -> int:
             options.binary_location = "/usr/bin/chromium"
             for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                        "--no-first-run", f"--user-data-dir={tmp}/profile", f"--window-size={args.width},900",
+                        "--no-first-run", f"--user-data-dir={tmp}/profile", f"--window-size={args.width},1400",
                         "--hide-scrollbars"):
                 options.add_argument(arg)
             driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
@@ -67,8 +67,9 @@ def main() -> int:
                 wait.until(lambda d: "parameters" in d.find_element(By.ID, "model-info").text)
                 driver.find_element(By.ID, "file").send_keys(str(Path(args.photo).resolve()))
                 wait.until(lambda d: d.find_element(By.ID, "overlay").get_attribute("data-ready") == "1")
-                height = driver.execute_script("return document.body.scrollHeight")
-                driver.set_window_size(args.width, height + 20)
+                bottom = driver.execute_script(
+                    "return Math.ceil(document.querySelector('main').getBoundingClientRect().bottom)")
+                ratio = driver.execute_script("return window.devicePixelRatio")
                 driver.save_screenshot(args.out)
             finally:
                 driver.quit()
@@ -77,8 +78,9 @@ def main() -> int:
             server.wait(timeout=10)
     from PIL import Image
 
-    with Image.open(args.out) as im:  # a small PNG for the repository
-        im.convert("P", palette=Image.Palette.ADAPTIVE, colors=128).save(args.out, optimize=True)
+    with Image.open(args.out) as im:  # cropped to the page's content, a small PNG for the repository
+        im = im.crop((0, 0, im.width, min(im.height, int(bottom * ratio))))
+        im.convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(args.out, optimize=True)
     print(f"wrote {args.out} ({Path(args.out).stat().st_size / 1024:.0f} kB)")
     return 0
 

@@ -50,7 +50,6 @@ async function drawOverlay(maskB64, classes) {
     d[i] = c[0]; d[i + 1] = c[1]; d[i + 2] = c[2]; d[i + 3] = 255;
   }
   ctx.putImageData(pixels, 0, 0);
-  canvas.dataset.ready = "1";
 }
 
 function showLegend(classes) {
@@ -102,6 +101,7 @@ async function predict(file) {
     applyOpacity();
     $("latency").textContent = `inference ${body.inference_ms.toFixed(1)} ms, round trip ${total.toFixed(0)} ms`;
     setStatus(`${file.name}: ${body.width}x${body.height}, segmented by ${body.model}`);
+    $("overlay").dataset.ready = "1";  // everything is on the page (the tests and the screenshot wait for this)
   } catch (e) {
     setStatus(`Could not segment ${file.name}: ${e.message}`, true);
   }
