@@ -85,6 +85,20 @@ for _v, (_params, _gmacs, _size) in _SEGFORMER_PAPER.items():
                          f"{_params} params, {_gmacs} GMACs at {_size} (paper, 150 classes)",
                          tiny={"hidden_sizes": (8, 16, 40, 64), "depths": (1, 1, 1, 1), "decoder_hidden_size": 16}))
 _TINY_SEGNET = {"widths": (4, 8, 8, 8), "depths": (1, 1, 1, 1)}  # still four poolings: multiples of 16
+
+
+def _encoder_decoder(head: str) -> Callable[..., nn.Module]:
+    def build(num_classes: int, image_size: int, encoder_weights: str | None = None, **overrides: Any) -> nn.Module:
+        from .heads import build_efficientnet_model
+
+        if overrides:
+            raise SeglabError(f"unknown option(s) for {head}-efficientnet-lite0: {', '.join(sorted(overrides))}; "
+                              "valid: encoder_weights")
+        return build_efficientnet_model(head, num_classes, image_size, encoder_weights=encoder_weights)
+
+    return build
+
+
 _register(ModelEntry("segnet", _segnet(False, True), "the series' SegNet-style CNN (Part 2), faithful final ReLU",
                      "15,274,892 params; 88.28% pixel acc.", tiny=_TINY_SEGNET))
 _register(ModelEntry("segnet-head", _segnet(False, False),
@@ -93,6 +107,24 @@ _register(ModelEntry("segnet-dsc", _segnet(True, True), "segnet with depthwise-s
                      "1,749,671 params", tiny=_TINY_SEGNET))
 _register(ModelEntry("segnet-dsc-head", _segnet(True, False), "segnet-dsc with a 1x1 classifier head",
                      tiny=_TINY_SEGNET))
+_register(ModelEntry("lraspp-efficientnet-lite0", _encoder_decoder("lraspp"),
+                     "EfficientNet-Lite0 encoder + LR-ASPP head (MobileNetV3's); encoder_weights=imagenet"))
+_register(ModelEntry("fpn-efficientnet-lite0", _encoder_decoder("fpn"),
+                     "EfficientNet-Lite0 encoder + FPN head; encoder_weights=imagenet"))
+_register(ModelEntry("unet-efficientnet-lite0", _encoder_decoder("unet"),
+                     "EfficientNet-Lite0 encoder + U-Net decoder; encoder_weights=imagenet"))
+
+
+def _pretrained_vit(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
+    from .vit_pretrained import build_pretrained_vit
+
+    return build_pretrained_vit(num_classes, image_size, **overrides)
+
+
+_register(ModelEntry("vit-b16", _pretrained_vit,
+                     "the article's ViT on a ViT-B/16 backbone (12 heads) for HF ViTModel weights, "
+                     "e.g. encoder_weights=hf:google/vit-base-patch16-224-in21k", "86M params (ViT-B/16)",
+                     tiny=_TINY_VIT))
 
 
 def list_models() -> list[str]:
@@ -118,7 +150,7 @@ def build_model(name: str, num_classes: int = 3, image_size: int = 128, **overri
         raise SeglabError(f"image_size must be positive, not {image_size}")
     model = model_entry(name).build(num_classes, image_size, **overrides)
     model.seglab_spec = {"name": name, "num_classes": num_classes, "image_size": image_size,
-                         "overrides": {k: v for k, v in overrides.items() if k != "weights"}}
+                         "overrides": {k: v for k, v in overrides.items() if k not in ("weights", "encoder_weights")}}
     return model
 
 
