@@ -75,7 +75,8 @@ def test_efficientnet_key_conversion_both_ways(tmp_path):
     theirs = seglab_to_efficientnet(enc.state_dict())
     assert len(theirs) == 296  # the package's file: 296 entries (tensors + num_batches_tracked)
     assert {"_conv_stem.weight", "_bn0.running_var", "_blocks.0._depthwise_conv.weight",
-            "_blocks.1._expand_conv.weight", "_blocks.1._bn0.weight", "_blocks.15._project_conv.weight", "_blocks.15._bn2.bias", "_conv_head.weight",
+            "_blocks.1._expand_conv.weight", "_blocks.1._bn0.weight", "_blocks.15._project_conv.weight",
+            "_blocks.15._bn2.bias", "_conv_head.weight",
             "_bn1.running_mean", "_fc.weight", "_fc.bias"} <= set(theirs)
     assert not any(k.startswith("_blocks.0._expand_conv") for k in theirs)  # stage 1 has no expansion
     back = efficientnet_to_seglab(theirs)
