@@ -6,7 +6,8 @@ seglab's EfficientNetLite0 (with its classifier kept) loads the `efficientnet-li
 through seglab's key conversion and classifies every photo of the sample (trainval + test). ImageNet's classes
 151-268 are dog breeds and 281-285 domestic cats (151-285 also holds wolves, foxes and big cats): a correct
 conversion puts nearly every pet photo there; a wrong padding or normalisation drops the figure sharply (the
-script also reports a symmetric-padding and a no-normalisation control). Target: >= 85%.
+script also reports a symmetric-padding and a no-normalisation control, and how many photos land in the right
+species' classes: cat photos in 281-285, dog photos in 151-268). Target: >= 85% in 151-285.
 Preprocessing as the TF reference: shorter side resized to 256 (bicubic), centre crop 224, [0, 1].
 Results: benchmarks/results/imagenet_check.{json,md}.
 """
@@ -55,10 +56,12 @@ def main() -> None:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "imagenet_check"))
     args = p.parse_args()
     root = Path(args.data_root)
-    names = []
+    names, species = [], []  # species: 1 cat, 2 dog (the annotation files' third column)
     for split in ("trainval", "test"):
-        names += [line.split()[0] for line in (root / "annotations" / f"{split}.txt").read_text().splitlines()
-                  if line.strip() and not line.startswith("#")]
+        for line in (root / "annotations" / f"{split}.txt").read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                names.append(line.split()[0])
+                species.append(int(line.split()[2]))
     torch.manual_seed(0)
     t0 = time.perf_counter()
     images = torch.stack([_load(root / "images" / f"{n}.jpg") for n in names])  # (N, 3, 224, 224)
@@ -80,19 +83,24 @@ def main() -> None:
         in_pets = sum(int(c) in PETS for c in top1)
         cats = sum(281 <= int(c) <= 285 for c in top1)
         dogs = sum(151 <= int(c) <= 268 for c in top1)
+        # The right species: a cat photo in the domestic-cat classes, a dog photo in the dog breeds.
+        right = sum((s == 1 and 281 <= int(c) <= 285) or (s == 2 and 151 <= int(c) <= 268)
+                    for c, s in zip(top1, species))
         variants[label] = {"photos": len(names), "in_151_285": in_pets, "fraction": in_pets / len(names),
-                           "cat_classes": cats, "dog_classes": dogs}
+                           "cat_classes": cats, "dog_classes": dogs, "right_species": right,
+                           "right_species_fraction": right / len(names)}
         print(f"{label:<42} {in_pets}/{len(names)} = {in_pets / len(names):.1%} in ImageNet classes 151-285 "
-              f"(dogs {dogs}, cats {cats})", flush=True)
+              f"(dogs {dogs}, cats {cats}); right species {right / len(names):.1%}", flush=True)
     record = {"weights": str(imagenet_weights_path()), "data_root": str(root), "target": 0.85,
               "seconds": round(time.perf_counter() - t0, 1), "results": variants}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
-    lines = ["| encoder | photos in ImageNet classes 151-285 | dogs | cats |", "|---|---|---|---|"]
+    lines = ["| encoder | photos in ImageNet classes 151-285 | dog classes | cat classes | right species |",
+             "|---|---|---|---|---|"]
     for k, v in variants.items():
         lines.append(f"| {k} | {v['in_151_285']}/{v['photos']} = {v['fraction']:.1%} | {v['dog_classes']} | "
-                     f"{v['cat_classes']} |")
+                     f"{v['cat_classes']} | {v['right_species_fraction']:.1%} |")
     out.with_suffix(".md").write_text(
         "EfficientNet-Lite0 ImageNet weights through seglab's conversion, on the Oxford-IIIT Pet sample's photos "
         "(`PYTHONPATH=src python benchmarks/imagenet_check.py`).\n\n" + "\n".join(lines) + "\n")

@@ -314,3 +314,36 @@ def test_vit_matches_hf_vitmodel_at_224_and_128(tmp_path):
             ours = model.encoder(x)
         assert (theirs - ours).abs().max() < 1e-4, size
     assert model(torch.rand(1, 3, 100, 70)).shape == (1, 3, 100, 70)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fine-tuning helpers
+
+
+def test_param_groups_and_frozen_encoder():
+    from seglab.finetune import frozen_bn_layers, param_groups, set_encoder_frozen
+
+    model = build_model("lraspp-efficientnet-lite0")
+    groups = param_groups(model, lr=1e-3, encoder_lr_ratio=0.1, weight_decay=0.01)
+    encoder = {id(p) for p in model.encoder.parameters()}
+    for g in groups:
+        in_encoder = {id(p) in encoder for p in g["params"]}
+        assert len(in_encoder) == 1
+        assert g["lr"] == pytest.approx(1e-4 if in_encoder.pop() else 1e-3)
+        assert g["weight_decay"] == (0.0 if all(p.ndim == 1 for p in g["params"]) else 0.01)
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+    model.train()
+    set_encoder_frozen(model, True)
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules())
+    assert frozen_bn_layers(model) == n_bn and not any(p.requires_grad for p in model.encoder.parameters())
+    before = model.encoder.stem.bn.running_mean.clone()
+    opt = torch.optim.AdamW(groups)
+    loss = model(torch.rand(2, 3, 64, 64)).logsumexp(1).mean()
+    loss.backward()
+    opt.step()
+    assert torch.equal(model.encoder.stem.bn.running_mean, before)  # statistics fixed while frozen
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.head.classifier.weight.grad is not None
+    set_encoder_frozen(model, False)
+    assert frozen_bn_layers(model) == 0 and all(p.requires_grad for p in model.encoder.parameters())

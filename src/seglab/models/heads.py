@@ -137,10 +137,8 @@ class EncoderDecoder(nn.Module):
 
     @torch.no_grad()
     def reset_classifier(self) -> None:
-        """Re-initialise the head's final classifier (e.g. after loading weights trained for other classes)."""
-        conv = self.head.classifier
-        nn.init.normal_(conv.weight, 0.0, 0.01)
-        nn.init.zeros_(conv.bias)
+        """Re-initialise the head's final classifier(s) (e.g. after loading weights trained for other classes)."""
+        _reset_classifiers(self.head)
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         """The encoder's parameters (the pretrained part, for a lower learning rate or freezing)."""
@@ -154,9 +152,16 @@ def build_head(kind: str, in_channels: Sequence[int], num_classes: int) -> nn.Mo
         raise ValueError(f"unknown head {kind!r}; choose one of {HEADS}")
     head = heads[kind](in_channels, num_classes)
     head.apply(_init_head)
-    nn.init.normal_(head.classifier.weight, 0.0, 0.01)
-    nn.init.zeros_(head.classifier.bias)
+    _reset_classifiers(head)
     return head
+
+
+def _reset_classifiers(head: nn.Module) -> None:
+    """Small-normal logits layers (std 0.01, zero bias): He-initialised ones start with a loss in the tens."""
+    for conv in (head.classifier, getattr(head, "low_classifier", None)):
+        if conv is not None:
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+            nn.init.zeros_(conv.bias)
 
 
 def _init_head(m: nn.Module) -> None:

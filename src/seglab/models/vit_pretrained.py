@@ -80,9 +80,9 @@ class PretrainedViTEncoder(nn.Module):
             block.ln1.eps = block.ln2.eps = args.layer_norm_eps
 
     def position_embedding(self, gh: int, gw: int) -> torch.Tensor:
-        """(1, 1 + gh*gw, C): HF's interpolate_pos_encoding (none when the grid is the pretraining one)."""
-        if (gh, gw) == (self.grid, self.grid):
-            return self.pos_embed
+        """(1, 1 + gh*gw, C): HF's interpolate_pos_encoding. Always run, with no branch on the size (a traced or
+        exported graph stays right for every size): at the pretraining grid, bicubic resampling returns the
+        embedding unchanged (every sample falls on a grid point)."""
         C = self.pos_embed.shape[-1]
         patch = self.pos_embed[:, 1:].reshape(1, self.grid, self.grid, C).permute(0, 3, 1, 2)  # (1, C, g, g)
         patch = F.interpolate(patch, size=(gh, gw), mode="bicubic", align_corners=False)  # (1, C, gh, gw)

@@ -1,0 +1,55 @@
+"""Fine-tuning pretrained models: a lower learning rate for pretrained parameters, and a frozen encoder.
+
+A model's pretrained part is its `encoder` submodule (EfficientNet-Lite0 in the *-efficientnet-lite0 models, the
+ViT backbone in vit-b16, the MiT encoder in segformer-*); everything else (heads, decoders, classifiers) is new.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def encoder_of(model: nn.Module) -> nn.Module | None:
+    """The model's pretrained part (its `encoder` submodule), or None when it has none."""
+    encoder = getattr(model, "encoder", None)
+    return encoder if isinstance(encoder, nn.Module) else None
+
+
+def param_groups(model: nn.Module, lr: float, encoder_lr_ratio: float, weight_decay: float) -> list[dict]:
+    """Optimizer groups: the encoder's parameters at lr * encoder_lr_ratio, the rest at lr. Norm weights and
+    biases (1-D tensors) get no weight decay. Each group records its `lr_scale` so schedulers keep the ratio."""
+    encoder = encoder_of(model)
+    pretrained = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        groups.setdefault((id(p) in pretrained, p.ndim <= 1), []).append(p)
+    out = []
+    for (is_pretrained, no_decay), params in sorted(groups.items()):
+        scale = encoder_lr_ratio if is_pretrained else 1.0
+        out.append({"params": params, "lr": lr * scale, "lr_scale": scale,
+                    "weight_decay": 0.0 if no_decay else weight_decay})
+    return out
+
+
+def set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
+    """Freeze (no gradients, BatchNorm statistics fixed: eval mode) or unfreeze the model's encoder.
+
+    Call it after every model.train(): train() puts the encoder's BatchNorms back into training mode.
+    """
+    encoder = encoder_of(model)
+    if encoder is None:
+        return
+    for p in encoder.parameters():
+        p.requires_grad_(not frozen)
+    if frozen:
+        encoder.eval()
+    elif model.training:
+        encoder.train()
+
+
+def frozen_bn_layers(model: nn.Module) -> int:
+    """How many BatchNorm layers are in eval mode inside a training model (for checks and logs)."""
+    return sum(1 for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.training)
+
+
+__all__ = ["encoder_of", "frozen_bn_layers", "param_groups", "set_encoder_frozen"]
