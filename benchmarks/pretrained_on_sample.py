@@ -106,8 +106,8 @@ def main() -> None:
                    load_average_at_start=round(load, 2), threads=args.threads,
                    command=" ".join(cmd), run_dir=str(run_dir))
         rows.append(row)
-        print(f"{name:<22} pixel acc {row['pixel_accuracy']:.4f}  IoU {row['article_iou']:.4f}  mIoU {row['miou']:.4f}  "
-              f"{row['train_minutes']:.1f} min  {row['inference_images_per_s']:.0f} img/s", flush=True)
+        print(f"{name:<22} pixel acc {row['pixel_accuracy']:.4f}  IoU {row['article_iou']:.4f}  "
+              f"mIoU {row['miou']:.4f}  {row['train_minutes']:.1f} min  {row['inference_images_per_s']:.0f} img/s", flush=True)
         _save(rows, out_json)
 
 
