@@ -347,3 +347,16 @@ def test_param_groups_and_frozen_encoder():
     assert model.head.classifier.weight.grad is not None
     set_encoder_frozen(model, False)
     assert frozen_bn_layers(model) == 0 and all(p.requires_grad for p in model.encoder.parameters())
+
+
+@pytest.mark.parametrize("name", EFFICIENT)
+def test_checkpoint_round_trip(name, tmp_path):
+    from seglab.checkpoint import load_model, save_checkpoint
+
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=2).eval()
+    save_checkpoint(tmp_path / "m.safetensors", model, {"model": model.seglab_spec})
+    loaded, _ = load_model(tmp_path / "m.safetensors")
+    x = torch.rand(1, 3, 40, 50)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))

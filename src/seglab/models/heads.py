@@ -47,14 +47,13 @@ class LRASPPHead(nn.Module):
         self.scale = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(high, inter_channels, 1, bias=False),
                                    nn.Sigmoid())
         self.low_classifier = nn.Conv2d(low, num_classes, 1)
-        self.high_classifier = nn.Conv2d(inter_channels, num_classes, 1)
-        self.classifier = self.high_classifier  # the layer re-initialised for another class count
+        self.classifier = nn.Conv2d(inter_channels, num_classes, 1)  # the high branch's classifier
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         low, high = features[1], features[-1]  # (B, C8, H/8, W/8), (B, C32, H/32, W/32)
         x = self.cbr(high) * self.scale(high)  # (B, inter, H/32, W/32)
         x = _up(x, low.shape[-2:])  # (B, inter, H/8, W/8)
-        return self.low_classifier(low) + self.high_classifier(x)  # (B, classes, H/8, W/8)
+        return self.low_classifier(low) + self.classifier(x)  # (B, classes, H/8, W/8)
 
 
 class FPNHead(nn.Module):
