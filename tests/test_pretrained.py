@@ -124,7 +124,7 @@ def test_missing_and_damaged_weight_files_are_named(tmp_path):
     good = tmp_path / "good.safetensors"
     save_file({k: v.contiguous() for k, v in EfficientNetLite0().state_dict().items()}, str(good))
     (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:5000])
-    with pytest.raises(SeglabError, match=r"damaged.*cut\.safetensors"):
+    with pytest.raises(SeglabError, match=r"cut\.safetensors \(damaged"):
         build_model("fpn-efficientnet-lite0", encoder_weights=str(tmp_path / "cut.safetensors"))
     (tmp_path / "junk.pth").write_bytes(b"\x00not a torch file at all")
     with pytest.raises(SeglabError, match=r"junk\.pth"):
@@ -360,3 +360,64 @@ def test_checkpoint_round_trip(name, tmp_path):
     x = torch.rand(1, 3, 40, 50)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# seglab train: --encoder-weights, --recipe finetune, --freeze-encoder-epochs, --init-from hf:
+
+TRAIN = ["train", "--dataset", "synthetic", "--image-size", "64", "--train-samples", "8", "--val-samples", "4",
+         "--batch-size", "4", "--num-vis", "2", "--quiet"]
+
+
+def test_finetune_recipe_freezes_then_trains_the_encoder(tmp_path):
+    import yaml
+    from safetensors.torch import load_file
+
+    from seglab import cli
+
+    torch.manual_seed(0)
+    enc = EfficientNetLite0(with_classifier=True)
+    torch.save(seglab_to_efficientnet(enc.state_dict()), tmp_path / "lite0.pth")
+    assert cli.main(TRAIN + ["--model", "lraspp-efficientnet-lite0", "--recipe", "finetune", "--epochs", "2",
+                             "--encoder-weights", str(tmp_path / "lite0.pth"), "--freeze-encoder-epochs", "1",
+                             "--out-dir", str(tmp_path / "runs"), "--run-name", "ft"]) == 0
+    run = tmp_path / "runs" / "ft"
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["recipe"] == "finetune" and cfg["encoder_lr_ratio"] == 0.1 and cfg["freeze_encoder_epochs"] == 1
+    assert cfg["encoder_weights"] == str(tmp_path / "lite0.pth") and cfg["optimizer"] == "adamw"
+    # Epoch 1 froze the encoder, epoch 2 trained it: the weights moved, but only a little (a tenth of the lr).
+    ours = load_file(run / "checkpoints" / "last.safetensors")
+    w0, w1 = enc.blocks[5].dw.conv.weight, ours["encoder.blocks.5.dw.conv.weight"]
+    assert not torch.equal(w0, w1) and (w1 - w0).abs().max() < 0.05
+
+
+def test_finetune_options_need_an_encoder():
+    from seglab.config import TrainConfig
+
+    with pytest.raises(SeglabError, match="freeze_encoder_epochs / encoder_lr_ratio need a model with an encoder"):
+        TrainConfig.from_dict({"model": "segnet-dsc", "freeze_encoder_epochs": 2})
+    with pytest.raises(SeglabError, match="encoder_weights"):
+        TrainConfig.from_dict({"model": "segnet-dsc", "encoder_weights": "imagenet"})
+
+
+def test_init_from_hub_segformer_with_another_class_count(hub, tmp_path):
+    from safetensors.torch import load_file
+
+    from seglab import cli
+
+    hf, files = _tiny_hf_segformer(tmp_path, num_labels=5)
+    hub.repos["nvidia/tiny-ade"] = files
+    args = TRAIN + ["--model", "segformer-b0", "-O", "hidden_sizes=[8,16,24,32]", "-O", "depths=[1,1,1,1]",
+                    "-O", "num_heads=[1,1,1,2]", "-O", "decoder_hidden_size=16", "--epochs", "1", "--lr", "1e-12",
+                    "--scheduler", "none", "--out-dir", str(tmp_path / "runs")]
+    with pytest.warns(UserWarning, match="classifier has 5 classes, the model 3; the classifier is re-initialised"):
+        assert cli.main(args + ["--init-from", "hf:nvidia/tiny-ade", "--run-name", "a"]) == 0
+    ours = load_file(tmp_path / "runs" / "a" / "checkpoints" / "last.safetensors")
+    first = hf.state_dict()[[k for k in hf.state_dict() if "patch_embeddings" in k and k.endswith("proj.weight")][0]]
+    assert torch.allclose(ours["encoder.stages.0.patch_embed.proj.weight"], first, atol=1e-6)
+    # A seglab checkpoint pushed to the Hub as safetensors starts a run the same way.
+    hub.repos["me/seglab-run"] = {"best.safetensors": (tmp_path / "runs" / "a" / "checkpoints" /
+                                                       "last.safetensors").read_bytes()}
+    assert cli.main(args + ["--init-from", "hf:me/seglab-run/best.safetensors", "--run-name", "b"]) == 0
+    again = load_file(tmp_path / "runs" / "b" / "checkpoints" / "last.safetensors")
+    assert torch.allclose(again["decoder.classifier.weight"], ours["decoder.classifier.weight"], atol=1e-6)

