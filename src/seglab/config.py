@@ -50,11 +50,11 @@ RECIPES: dict[str, dict[str, Any]] = {
                  batch_size=32, lr=1e-3, optimizer="adamw", weight_decay=0.01, scheduler="cosine",
                  warmup_epochs=1.0, contrast=0.3, hflip=0.5, interpolation="bilinear", num_vis=14,
                  model_options=dict(patch_size=8, embed_size=128, num_blocks=4, num_heads=4, dropout=0.0)),
-    # Fine-tuning a pretrained encoder (issue 9; benchmarks/results/pretrained_sample.md): AdamW, the encoder at a
-    # tenth of the head's learning rate, a half-epoch warm-up then cosine, the encoder frozen (BatchNorm statistics
-    # too) for the first epoch while the new head finds its feet, bilinear resize, batch 16.
-    "finetune": dict(epochs=8, batch_size=16, optimizer="adamw", lr=2e-3, weight_decay=1e-4, scheduler="cosine",
-                     warmup_epochs=0.5, encoder_lr_ratio=0.1, freeze_encoder_epochs=1, hflip=0.5, contrast=0.3,
+    # Fine-tuning a pretrained encoder (issue 9; benchmarks/results/pretrained_sample.md): AdamW, the encoder at
+    # 0.3x the head's learning rate, a half-epoch warm-up then cosine, the encoder frozen (BatchNorm statistics
+    # too) for the first epoch while the new head finds its feet, bilinear resize, batch 16, 5 epochs.
+    "finetune": dict(epochs=5, batch_size=16, optimizer="adamw", lr=2e-3, weight_decay=1e-4, scheduler="cosine",
+                     warmup_epochs=0.5, encoder_lr_ratio=0.3, freeze_encoder_epochs=1, hflip=0.5, contrast=0.3,
                      brightness=0.2, saturation=0.2, interpolation="bilinear"),
 }
 
