@@ -4,12 +4,12 @@
 
 Each run is `seglab train --recipe finetune` (AdamW, cosine after a half-epoch warm-up, the encoder at 0.3x the
 head's learning rate and frozen, BatchNorm statistics too, for the first epoch; 5 epochs) on the sample's trainval
-(372 photos), validated on its test split (340); the same model from scratch runs the same recipe with the lr
-ratio at 1 and nothing frozen (there is nothing pretrained to keep); segformer-b0 from scratch runs its own
-`segformer` recipe for the same number of epochs. Recorded: final pixel accuracy, the article's IoU, mIoU,
-training minutes (wall clock, the sum of the epochs' training time, evaluation excluded), the process's CPU minutes for the whole run (caching,
-training, evaluation: what one idle core would need), inference images/s on the test split (batch 32, after
-training). The machine is shared (2 cores, 5 developers' jobs): wall minutes are upper bounds for an idle
+(372 photos), validated on its test split (340); the same model from scratch runs the same recipe with the lr ratio
+at 1 and nothing frozen (there is nothing pretrained to keep); segformer-b0 from scratch runs its own `segformer`
+recipe for the same number of epochs. Recorded: final pixel accuracy, the article's IoU, mIoU, training minutes
+(wall clock, the sum of the epochs' training time, evaluation excluded), the process's CPU minutes for the whole
+run (caching, training, evaluation: what one idle core would need), inference images/s on the test split (batch 32,
+after training). The machine is shared (2 cores, 5 developers' jobs): wall minutes are upper bounds for an idle
 machine; the load average is recorded at each run's start and end.
 Results: benchmarks/results/pretrained_sample.{json,md}.
 """
