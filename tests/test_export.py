@@ -1,7 +1,7 @@
 """ONNX export: every registered model exports with a dynamic batch, height and width, and ONNX Runtime gives
 PyTorch's logits (max abs diff < 1e-4 in fp32) at the training size and at an odd size; seglab's metadata rides
 along; a model whose graph depends on the input size is caught, not exported silently wrong; `seglab predict
-model.onnx` runs where torch cannot be imported."""
+model.onnx` and the server's app run where torch cannot be imported."""
 
 from __future__ import annotations
 
@@ -155,3 +155,19 @@ def test_predict_onnx_runs_where_torch_cannot_be_imported(tiny_vit_onnx, tmp_pat
         with Image.open(tmp_path / "out" / f"{p.stem}_mask.png") as m:
             assert m.size == Image.open(p).size
         assert (tmp_path / "out" / f"{p.stem}_overlay.png").is_file()
+    # The server too: `seglab serve model.onnx`'s app answers without torch.
+    served = subprocess.run([sys.executable, "-c", _SERVE_WITHOUT_TORCH, str(tiny_vit_onnx), str(paths[0])], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr[-2000:]
+    assert served.stdout.split() == ["200", "vit", "False"]
+
+
+_SERVE_WITHOUT_TORCH = """
+import sys
+from fastapi.testclient import TestClient
+from seglab.serve import create_app
+client = TestClient(create_app(sys.argv[1]))
+with open(sys.argv[2], "rb") as f:
+    r = client.post("/predict?format=json", files={"file": ("photo.png", f.read(), "image/png")})
+print(r.status_code, r.json()["model"], "torch" in sys.modules)
+"""
