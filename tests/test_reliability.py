@@ -491,7 +491,7 @@ def _train_val_folder(root: Path, bad_writer=None) -> Path:
         (root / split / "images").mkdir(parents=True)
         (root / split / "masks").mkdir(parents=True)
         for i in range(3):
-            _rgb(root / split / "images" / f"s{i}.jpg", (40 * i, 100, 50))
+            _rgb(root / split / "images" / f"s{i}.jpg", (40 * i, 100 if split == "train" else 180, 50))  # distinct
             Image.fromarray(class_mask()).save(root / split / "masks" / f"s{i}.png")
     if bad_writer is not None:
         bad_writer(root / "train" / "images" / "s1.jpg")

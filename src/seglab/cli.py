@@ -144,10 +144,17 @@ def _config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = No
 
 
 def _print_metrics(m: dict[str, float]) -> None:
-    keys = ["pixel_accuracy", "article_iou", "miou"] + [k for k in m if k.startswith("iou_")]
-    for k in keys:
+    """The summary metrics, then IoU and Dice per class (n/a for a class absent from the split)."""
+    from .metrics import format_metric
+
+    for k in ("pixel_accuracy", "article_iou", "miou"):
         if k in m:
-            print(f"  {k:<16} {float(m[k]):.4f}")
+            print(f"  {k:<16} {format_metric(float(m[k]))}")
+    for k in [k for k in m if k.startswith("iou_")]:
+        name = k[len("iou_"):]
+        iou, dice = float(m[k]), float(m.get(f"dice_{name}", "nan"))
+        absent = " (absent from the split)" if iou != iou and dice != dice else ""
+        print(f"  {k:<16} {format_metric(iou)}   dice {format_metric(dice)}{absent}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -186,31 +193,68 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_config(checkpoint: str) -> dict[str, Any]:
+    """The config.yaml of the run a checkpoint (or run directory) belongs to, as a dict; {} when there is none."""
+    from pathlib import Path
+
+    p = Path(checkpoint)
+    for folder in (p, p.parent, p.parent.parent):
+        if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir():
+            try:
+                values = yaml.safe_load((folder / "config.yaml").read_text()) or {}
+            except (yaml.YAMLError, OSError, UnicodeDecodeError):
+                return {}
+            return dict(values, run_dir=str(folder)) if isinstance(values, dict) else {}
+    return {}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .checkpoint import load_model
-    from .data import build_dataset
-    from .train import evaluate, resolve_device
+    from .data import DEFAULT_SPLITS, build_dataset
+    from .train import evaluate_matrix, resolve_device, write_confusion
 
     device = resolve_device(args.device)
     model, header = load_model(args.checkpoint, device)
-    dataset = args.dataset or header.get("dataset")
+    run_cfg = _run_config(args.checkpoint)
+    dataset = args.dataset or header.get("dataset") or run_cfg.get("dataset")
     if dataset is None:
         raise SeglabError("--dataset is required: this checkpoint does not record its dataset")
-    split = args.split or ("test" if dataset == "oxford-pets" else "val")
-    ds = build_dataset(dataset, split, root=args.data_root, download=args.download,
+    same_data = dataset == run_cfg.get("dataset")
+    root = args.data_root or (run_cfg.get("data_root") if same_data else None)
+    split = args.split or (run_cfg.get("val_split") if same_data else None) or DEFAULT_SPLITS.get(dataset,
+                                                                                                ("", "val"))[1]
+    options: dict[str, Any] = {}
+    if dataset == "folder":
+        options["ignore_index"] = args.ignore_index if args.ignore_index is not None else \
+            run_cfg.get("ignore_index", 255)
+        if same_data and run_cfg.get("masks") and args.ignore_index is None and args.data_root in (None, root):
+            options["mask_format"] = run_cfg["masks"]  # read the masks as the run did
+    ds = build_dataset(dataset, split, root=root, download=args.download,
                        image_size=int(header.get("image_size", header["model"]["image_size"])),
-                       interpolation=header.get("interpolation", "nearest"), skip_bad=args.skip_bad, quiet=args.quiet)
+                       interpolation=header.get("interpolation", "nearest"), skip_bad=args.skip_bad, quiet=args.quiet,
+                       **options)
     if ds.num_classes != header["model"]["num_classes"]:
         raise SeglabError(f"dataset {dataset} has {ds.num_classes} classes but the model predicts "
                           f"{header['model']['num_classes']}")
+    print(f"masks: {ds.describe_masks()}")
     t0 = time.perf_counter()
-    m = evaluate(model, ds, batch_size=args.batch_size, device=device, quiet=args.quiet)
+    m, cm = evaluate_matrix(model, ds, batch_size=args.batch_size, device=device, quiet=args.quiet)
     secs = time.perf_counter() - t0
     print(f"{header['model']['name']} on {dataset}/{split} ({len(ds)} images, {secs:.1f} s, "
           f"{len(ds) / secs:.1f} img/s)")
     _print_metrics(m)
     if ds.skipped:
         print(f"skipped {len(ds.skipped)} bad file(s): " + ", ".join(s for s, _ in ds.skipped))
+    out = Path(args.out) if args.out else (Path(run_cfg["run_dir"]) / "eval" / f"{dataset}-{split}" if run_cfg
+                                           else Path(f"eval-{dataset}-{split}"))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_confusion(cm, ds.class_names, out, f"{dataset}/{split}")
+    except OSError as e:
+        raise SeglabError(f"cannot write the confusion matrix into {out} ({e}); choose another --out") from None
+    print(f"confusion matrix: {out / 'confusion.csv'}, {out / 'figures' / 'confusion.png'}")
     return 0
 
 
@@ -299,12 +343,32 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     if args.action == "download":
+        args.name = args.name or "oxford-pets"
+        if args.name == "voc":
+            from .data.voc import download_voc
+
+            root = download_voc(args.root, mirror=args.mirror, quiet=args.quiet)
+            print(f"voc is ready in {root}")
+            return 0
         if args.name != "oxford-pets":
-            raise SeglabError(f"only oxford-pets can be downloaded, not {args.name!r}")
+            raise SeglabError(f"only oxford-pets and voc can be downloaded, not {args.name!r}")
         from .data.oxford_pets import download_oxford_pets
 
         root = download_oxford_pets(args.root, mirror=args.mirror, quiet=args.quiet)
         print(f"oxford-pets is ready in {root}")
+        return 0
+    if args.action == "inspect":
+        from .data.inspect import inspect_dataset
+
+        if args.name is None:
+            raise SeglabError("seglab data inspect needs a dataset name or a folder, e.g. seglab data inspect "
+                              "path/to/my-data")
+        report = inspect_dataset(args.name, dataset=args.dataset, out=args.out, image_size=args.image_size,
+                                 quiet=args.quiet)
+        print(report.render())
+        if args.strict and report.problems:
+            print(f"seglab: --strict: {len(report.problems)} problem(s) found", file=sys.stderr)
+            return 1
         return 0
     from .data import DATASETS, data_home
 
@@ -345,9 +409,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", help="a run directory (its best checkpoint) or "
                                                                        "a .safetensors checkpoint")
     e.add_argument("--dataset", help="the dataset (default: the checkpoint's)")
-    e.add_argument("--split", help="the split (default: test for oxford-pets, else val)")
-    e.add_argument("--data-root", help="where the dataset lives")
+    e.add_argument("--split", help="the split (default: the run's validation split, else the dataset's own: test "
+                                   "for oxford-pets, val for the others)")
+    e.add_argument("--data-root", help="where the dataset lives (default: the run's)")
     e.add_argument("--download", action="store_true", help="download the dataset when it is missing")
+    e.add_argument("--ignore-index", type=int, help="folder dataset: the mask value read as ignore (default: the "
+                                                    "run's, else 255)")
+    e.add_argument("--out", metavar="DIR", help="where confusion.csv and figures/confusion.png go (default: "
+                                                "RUN_DIR/eval/DATASET-SPLIT, else ./eval-DATASET-SPLIT)")
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", parents=[_shared("device", "quiet", "batch_size", "skip_bad", batch_size=16)],
@@ -405,11 +474,22 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--out", default="attention.png", help="the figure to write (default: attention.png)")
     at.set_defaults(func=cmd_attention)
 
-    da = sub.add_parser("data", parents=[_shared("quiet")], help="download datasets, show where data lives")
-    da.add_argument("action", choices=["download", "info"], help="download a dataset, or show where data lives")
-    da.add_argument("name", nargs="?", default="oxford-pets", help="the dataset (default: oxford-pets)")
-    da.add_argument("--root", help="where to put it (default: $SEGLAB_DATA/oxford-iiit-pet)")
-    da.add_argument("--mirror", help="base URL to download from instead of the VGG site")
+    da = sub.add_parser("data", parents=[_shared("quiet")],
+                        help="download datasets (oxford-pets, voc), inspect one, show where data lives")
+    da.add_argument("action", choices=["download", "info", "inspect"],
+                    help="download a dataset; inspect DATASET_OR_FOLDER (what it holds, how its masks read, its "
+                         "problems, a preview); or show where data lives")
+    da.add_argument("name", nargs="?", default=None, metavar="DATASET_OR_FOLDER",
+                    help="download: oxford-pets (default) or voc; inspect: a dataset name or a folder")
+    da.add_argument("--root", help="download: where to put it (default: $SEGLAB_DATA/oxford-iiit-pet or "
+                                   "$SEGLAB_DATA/voc)")
+    da.add_argument("--mirror", help="download: base URL to download from instead of the official site")
+    da.add_argument("--dataset", help="inspect: read the folder as this dataset (default: guessed from its layout)")
+    da.add_argument("--out", metavar="DIR", default="seglab-inspect",
+                    help="inspect: where preview.png and report.json go (default: seglab-inspect)")
+    da.add_argument("--image-size", type=_positive_int, default=128,
+                    help="inspect: the size the dataset is cached at, as training reads it (default: 128)")
+    da.add_argument("--strict", action="store_true", help="inspect: exit with code 1 when a problem is found")
     da.set_defaults(func=cmd_data)
 
     co = sub.add_parser("compare", parents=[_shared("device")],

@@ -104,6 +104,12 @@ def _datasets() -> tuple[str, ...]:
     return DATASETS
 
 
+def _losses() -> tuple[str, ...]:
+    from .losses import LOSSES
+
+    return LOSSES
+
+
 def _interpolations() -> tuple[str, ...]:
     from .data.cache import INTERPOLATIONS
 
@@ -129,9 +135,17 @@ class TrainConfig:
     dataset: str = option("oxford-pets", "the dataset to train and validate on", choices=_datasets)
     data_root: str | None = option(None, "where the dataset lives (unset: under $SEGLAB_DATA); the folder "
                                          "dataset needs it: a folder with images/ and masks/")
-    download: bool = option(False, "download the dataset when it is missing (oxford-pets)")
-    train_split: str = option("trainval", "the split to train on")
-    val_split: str = option("test", "the split evaluated after every epoch")
+    download: bool = option(False, "download the dataset when it is missing (oxford-pets, voc)")
+    train_split: str | None = option(None, "the split to train on (unset: the dataset's own: trainval for "
+                                           "oxford-pets; train for folder, voc, synthetic)")
+    val_split: str | None = option(None, "the split evaluated after every epoch (unset: the dataset's own: test "
+                                         "for oxford-pets; val for folder, voc, synthetic)")
+    ignore_index: int = option(255, "the mask value read as 'ignore' (not trained on, not scored); masks that hold "
+                                    "only 0 and 255 are binary whatever it is: 255 is the foreground there",
+                               low=0, high=255)
+    masks: dict[str, Any] = option(
+        help="how the folder dataset's masks are read, as detected by the first run and recorded here so that a "
+             "repeat reads them the same way (empty: detect)", default_factory=dict, flag=False)
     image_size: int = option(128, "images and masks are resized to IMAGE_SIZE x IMAGE_SIZE pixels", low=1)
     interpolation: str = option("nearest", "how images are resized (masks always by nearest)",
                                 choices=_interpolations)
@@ -160,6 +174,12 @@ class TrainConfig:
                                      low=0, high=1, low_open=True)
     freeze_encoder_epochs: int = option(0, "keep the encoder frozen (no gradients, BatchNorm statistics fixed) "
                                            "for the first N epochs", low=0)
+    loss: str = option("ce", "the training loss: ce (cross-entropy, the article's), dice, focal, jaccard (the "
+                             "article notebook's IoU loss), ce+dice", choices=_losses)
+    class_weights: str = option("none", "per-class loss weights: none, auto (median frequency balancing of the "
+                                        "training pixels) or w0,w1,... (one per class)", choices=("none", "auto"),
+                                pattern=(r"\s*\d+(\.\d*)?([eE][-+]?\d+)?(\s*,\s*\d+(\.\d*)?([eE][-+]?\d+)?)+\s*",
+                                         "w0,w1,..."))
     # augmentation (on the training device)
     hflip: float = option(0.5, "probability of a horizontal flip of image and mask", low=0, high=1)
     contrast: float = option(0.3, "colour jitter: contrast strength (0: off)", low=0)
@@ -196,10 +216,9 @@ class TrainConfig:
             why = _out_of_range(f, value)
             if why:
                 raise bad(f.name, why)
-        for name in ("train_split", "val_split", "out_dir"):
-            if not getattr(self, name).strip():
-                raise bad(name, "must not be empty")
-        for name in ("init_from", "data_root", "encoder_weights"):
+        if not self.out_dir.strip():
+            raise bad("out_dir", "must not be empty")
+        for name in ("init_from", "data_root", "encoder_weights", "train_split", "val_split"):
             if getattr(self, name) is not None and not getattr(self, name).strip():
                 raise bad(name, "must not be empty (leave it unset instead)")
         if self.run_name is not None and (self.run_name.strip() in ("", ".", "..") or Path(self.run_name).is_absolute()

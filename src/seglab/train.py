@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -36,15 +35,17 @@ from tqdm import tqdm
 from . import distributed as dist
 from .checkpoint import load_weights, read_checkpoint, restore_optimizer, save_checkpoint
 from .config import TrainConfig
-from .data import SegmentationDataset, build_dataset
+from .data import DEFAULT_SPLITS, SegmentationDataset, build_dataset
 from .data.augment import AugmentConfig, augment_batch, to_float
+from .data.checks import check_splits
 from .errors import SeglabError
 from .finetune import param_groups, set_encoder_frozen
-from .metrics import IGNORE_INDEX, ConfusionMatrix
+from .losses import build_loss
+from .metrics import IGNORE_INDEX, ConfusionMatrix, per_class_line
 from .models import build_model
 from .models.segformer import Segformer
 from .models.weights import HUB_PREFIX, hub_download
-from .viz import grid_image, save_curves, save_gif
+from .viz import grid_image, save_confusion, save_curves, save_gif
 
 
 @dataclass
@@ -86,6 +87,8 @@ def load_split(cfg: TrainConfig, split: str, samples: int | None = None,
     options: dict[str, Any] = {}
     if cfg.dataset == "synthetic":
         options = {"seed": cfg.seed} if samples is None else {"count": samples, "seed": cfg.seed}
+    if cfg.dataset == "folder":
+        options = {"ignore_index": cfg.ignore_index, "mask_format": cfg.masks or None}
     ds = build_dataset(cfg.dataset, split, root=cfg.data_root, download=cfg.download,
                        image_size=image_size or cfg.image_size, interpolation=cfg.interpolation,
                        skip_bad=cfg.skip_bad, quiet=cfg.quiet, **options)
@@ -115,9 +118,20 @@ def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDa
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C, H, W) float, masks (B, H, W)) -> loss
 
 
-def _make_loss(cfg: TrainConfig) -> LossFn:
-    """The training loss: cross-entropy over pixels, ignoring 255, with cfg.label_smoothing."""
-    return functools.partial(F.cross_entropy, ignore_index=IGNORE_INDEX, label_smoothing=cfg.label_smoothing)
+def _make_loss(cfg: TrainConfig, train_ds: SegmentationDataset) -> LossFn:
+    """The training loss (cfg.loss: cross-entropy by default, the article's), ignoring 255, with cfg.class_weights
+    (auto: from the training split's pixels per class) and cfg.label_smoothing (cross-entropy)."""
+    return build_loss(cfg.loss, cfg.class_weights, ignore_index=IGNORE_INDEX, pixel_counts=train_ds.pixel_counts(),
+                      label_smoothing=cfg.label_smoothing)
+
+
+def _preflight(train_ds: SegmentationDataset, val_ds: SegmentationDataset, cfg: TrainConfig) -> list[str]:
+    """Refuse data a run cannot mean anything on (data/checks.py), before the first step; return the warnings."""
+    errors, warnings = check_splits(train_ds, val_ds, where=cfg.data_root or cfg.dataset)
+    if errors:
+        more = f" (and {len(errors) - 1} more problem(s): seglab data inspect lists them)" if len(errors) > 1 else ""
+        raise SeglabError(errors[0] + more)
+    return warnings
 
 
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
@@ -188,11 +202,27 @@ def evaluate(
     device: torch.device | str | None = None,
     amp: str = "auto",
     quiet: bool = True,
+    loss_fn: LossFn | None = None,
 ) -> dict[str, float]:
-    """Exact metrics over a whole split: pixel accuracy, the article's IoU, per-class IoU, mIoU and the loss.
+    """Exact metrics over a whole split: pixel accuracy, the article's IoU, per-class IoU and Dice, mIoU and the
+    loss (cross-entropy per pixel, or loss_fn's mean over images when given).
 
     Under torchrun each rank evaluates its shard and the confusion matrices are summed over ranks.
     """
+    return evaluate_matrix(model, dataset, batch_size, device, amp, quiet, loss_fn)[0]
+
+
+@torch.inference_mode()
+def evaluate_matrix(
+    model: nn.Module,
+    dataset: SegmentationDataset,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+    amp: str = "auto",
+    quiet: bool = True,
+    loss_fn: LossFn | None = None,
+) -> tuple[dict[str, float], ConfusionMatrix]:
+    """evaluate(), and the confusion matrix behind it (rows: truth, columns: prediction)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -206,8 +236,12 @@ def evaluate(
         y = dataset.masks[b].to(device, non_blocking=True).long()  # (B, H, W)
         with autocast_for(device, amp):
             logits = model(x)  # (B, C, H, W)
-        loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum").double()
-        pixels += (y != IGNORE_INDEX).sum()
+        if loss_fn is None:
+            loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum").double()
+            pixels += (y != IGNORE_INDEX).sum()
+        else:
+            loss_sum += loss_fn(logits.float(), y).double() * len(b)
+            pixels += len(b)
         cm.update(logits, y)
     dist.all_reduce_sum(cm.matrix)
     dist.all_reduce_sum(loss_sum)
@@ -215,7 +249,7 @@ def evaluate(
     model.train(was_training)
     out = cm.summary(dataset.class_names)
     out["loss"] = (loss_sum / pixels.clamp(min=1)).item()
-    return out
+    return out, cm
 
 
 def _new_run_dir(cfg: TrainConfig) -> Path:
@@ -303,6 +337,7 @@ class _Run:
     masks: torch.Tensor  # (N, H, W) uint8
     vis_x: torch.Tensor  # (V, 3, H, W) float: the fixed validation images drawn each epoch
     vis_y: torch.Tensor  # (V, H, W) int64, on the CPU
+    warnings: list[str] = field(default_factory=list)  # from the pre-flight checks, logged once
     run_dir: Path = Path()
     start_epoch: int = 0
     best: float = -math.inf
@@ -356,7 +391,8 @@ def resolve_config(config: TrainConfig | None = None, resume: str | Path | None 
     else:
         cfg = config if config is not None else TrainConfig()
     cfg.validate()
-    return cfg
+    train_split, val_split = DEFAULT_SPLITS.get(cfg.dataset, ("train", "val"))
+    return dataclasses.replace(cfg, train_split=cfg.train_split or train_split, val_split=cfg.val_split or val_split)
 
 
 def _build(cfg: TrainConfig, resuming: bool) -> _Run:
@@ -371,6 +407,9 @@ def _build(cfg: TrainConfig, resuming: bool) -> _Run:
     torch.manual_seed(cfg.seed)
 
     train_ds, val_ds = load_datasets(cfg)
+    warnings = _preflight(train_ds, val_ds, cfg)
+    if cfg.dataset == "folder" and train_ds.mask_format is not None:
+        cfg = dataclasses.replace(cfg, masks=train_ds.mask_format.to_dict())  # config.yaml records how masks read
     options = dict(cfg.model_options)
     if cfg.encoder_weights is not None and not resuming:  # a resumed run's weights come from its own checkpoint
         options["encoder_weights"] = cfg.encoder_weights
@@ -393,7 +432,8 @@ def _build(cfg: TrainConfig, resuming: bool) -> _Run:
     scheduler, per_step = _make_scheduler(cfg, optimizer, steps_per_epoch)
     n_vis = min(cfg.num_vis, len(val_ds))
     return _Run(cfg=cfg, device=device, train_ds=train_ds, val_ds=val_ds, raw_model=raw_model, model=model,
-                optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=_make_loss(cfg),
+                optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=_make_loss(cfg, train_ds),
+                warnings=warnings,
                 channels_last=channels_last, per_rank_batch=per_rank_batch, per_rank_samples=per_rank_samples,
                 steps_per_epoch=steps_per_epoch, images=train_ds.images.to(device), masks=train_ds.masks.to(device),
                 vis_x=to_float(val_ds.images[:n_vis].to(device)), vis_y=val_ds.masks[:n_vis].long())
@@ -433,6 +473,9 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
                 run.log(f"skipped ({ds.split}): {sid}: {why}")
         run.log(f"--skip-bad: left out {len(train_ds.skipped)} training and {len(val_ds.skipped)} validation "
                 "file(s)")
+    run.log(f"masks: {train_ds.describe_masks()}")
+    for warning in run.warnings:
+        run.log(f"warning: {warning}")
     if run.start_epoch == 0:
         n_params = sum(p.numel() for p in run.raw_model.parameters())
         run.log(f"model {cfg.model}: {n_params:,} parameters; data {cfg.dataset}: {len(train_ds)} train / "
@@ -490,8 +533,9 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
     """Evaluate, then (rank 0) append the metrics row, draw the figure and write the checkpoints; log a line."""
     cfg, raw_model, train_ds, val_ds = run.cfg, run.raw_model, run.train_ds, run.val_ds
     dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
-    val = evaluate(raw_model if not cfg.compile else run.model, val_ds, cfg.eval_batch_size, run.device, cfg.amp,
-                   run.quiet)
+    custom = run.loss_fn if (cfg.loss != "ce" or cfg.class_weights != "none") else None
+    val, cm = evaluate_matrix(raw_model if not cfg.compile else run.model, val_ds, cfg.eval_batch_size, run.device,
+                              cfg.amp, run.quiet, loss_fn=custom)
     seconds = time.perf_counter() - stats["t0"]
     row: dict[str, Any] = {
         "epoch": epoch + 1,
@@ -515,13 +559,16 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
         meta = {"model": raw_model.seglab_spec, "epoch": epoch + 1, "best": run.best,
                 "metrics": {k: float(v) for k, v in row.items()}, "class_names": list(train_ds.class_names),
                 "image_size": cfg.image_size, "interpolation": cfg.interpolation}
+        write_confusion(cm, train_ds.class_names, run.run_dir, f"{val_ds.split}, epoch {epoch + 1}")
         ckpts = run.run_dir / "checkpoints"
         save_checkpoint(ckpts / "last.safetensors", raw_model, meta, run.optimizer, run.scheduler)
         if improved:
             save_checkpoint(ckpts / "best.safetensors", raw_model, meta)
+    article = f"IoU(article) {row['article_iou']:.4f}, " if "article_iou" in row else ""
     run.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
-            f"pixel acc {row['pixel_accuracy']:.4f}, IoU(article) {row.get('article_iou', float('nan')):.4f}, "
-            f"mIoU {row['miou']:.4f}, lr {row['lr']:.3g}, {seconds:.1f}s, {row['images_per_s']:.1f} img/s")
+            f"pixel acc {row['pixel_accuracy']:.4f}, {article}mIoU {row['miou']:.4f}, lr {row['lr']:.3g}, "
+            f"{seconds:.1f}s, {row['images_per_s']:.1f} img/s")
+    run.log(f"  {val_ds.split} {per_class_line(row, train_ds.class_names)}")
     dist.barrier()
 
 
@@ -539,6 +586,14 @@ def _finish(run: _Run) -> TrainResult:
         torch.distributed.broadcast_object_list(box, src=0)
         final = box[0]
     return TrainResult(run_dir=run.run_dir, metrics=final, history=run.history, model=run.raw_model)
+
+
+def write_confusion(cm: ConfusionMatrix, class_names: tuple[str, ...], folder: Path, title: str = "") -> None:
+    """FOLDER/confusion.csv (pixel counts, rows: truth) and FOLDER/figures/confusion.png (row shares)."""
+    cm.to_csv(folder / "confusion.csv", class_names)
+    (folder / "figures").mkdir(parents=True, exist_ok=True)
+    save_confusion(cm.matrix, class_names, folder / "figures" / "confusion.png",
+                   title=f"confusion matrix ({title}; rows: truth)" if title else "")
 
 
 def _load_init_from(model: nn.Module, path: str) -> None:

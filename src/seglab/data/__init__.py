@@ -60,12 +60,8 @@ def build_dataset(
     if name == "oxford-pets":
         from .oxford_pets import build_oxford_pets
 
-        from .oxford_pets import OxfordPetsSource
-
-        ds = build_oxford_pets(split, root=root, download=download, image_size=size, interpolation=interpolation,
-                               cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, **options)
-        ds.mask_format = OxfordPetsSource.mask_format
-        return ds
+        return build_oxford_pets(split, root=root, download=download, image_size=size, interpolation=interpolation,
+                                 cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, **options)
     if name == "voc" or (name == "folder" and root is not None and _is_voc(root)):
         from .voc import build_voc
 
@@ -73,13 +69,9 @@ def build_dataset(
         if unknown:
             raise SeglabError(f"unknown option(s) for voc: {', '.join(sorted(unknown))}")
         vsplit = {"all": "trainval", "test": "val"}.get(split, split) if name == "folder" else split
-        from .voc import mask_format
-
-        ds = build_voc(vsplit, root=root, download=download, image_size=size, interpolation=interpolation,
-                       cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, mirror=options.get("mirror"),
-                       md5=options.get("md5"))
-        ds.mask_format = mask_format()
-        return ds
+        return build_voc(vsplit, root=root, download=download, image_size=size, interpolation=interpolation,
+                         cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, mirror=options.get("mirror"),
+                         md5=options.get("md5"))
     if name == "folder":
         from .folders import FolderSource
 
@@ -95,9 +87,7 @@ def build_dataset(
                                  border=options.get("border"))
     else:
         raise SeglabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    ds = load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
-    ds.mask_format = source.mask_format
-    return ds
+    return load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
 
 
 def _is_voc(root: str | Path) -> bool:

@@ -1,7 +1,8 @@
 """Decode and resize a source once into uint8 arrays on disk, memory-mapped on later reads.
 
-The cache key covers the source (its fingerprint: files, sizes, times or generator seed), the split, the
-size and the interpolation, so a changed source or option builds a new cache and never reads a stale one.
+The cache key covers the source (its fingerprint: files, sizes, times or generator seed, and how its masks are
+read: the mask format's key, data/masks.py), the split, the size and the interpolation, so a changed source,
+mask format or option builds a new cache and never reads a stale one.
 """
 
 from __future__ import annotations
@@ -59,8 +60,10 @@ def resize_pair(
 
 
 def cache_key(source: SegmentationSource, size: tuple[int, int], interpolation: str) -> str:
+    fmt = getattr(source, "mask_format", None)
     blob = json.dumps(
-        [_CACHE_VERSION, source.name, source.split, list(size), interpolation, source.fingerprint()]
+        [_CACHE_VERSION, source.name, source.split, list(size), interpolation, source.fingerprint(),
+         fmt.key() if fmt is not None else None]
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -102,6 +105,7 @@ def load_cached(
         class_names=tuple(meta["class_names"]),
         ids=meta["ids"],
         skipped=[tuple(s) for s in meta["skipped"]],
+        mask_format=getattr(source, "mask_format", None),
     )
 
 
@@ -175,6 +179,7 @@ def _build(
         "size": [h, w],
         "interpolation": interpolation,
         "class_names": list(source.class_names),
+        "mask_format": fmt.to_dict() if (fmt := getattr(source, "mask_format", None)) is not None else None,
         "ids": ids,
         "skipped": skipped,
     }
