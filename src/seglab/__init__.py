@@ -1,8 +1,8 @@
 """seglab: efficient semantic image segmentation in PyTorch.
 
-The public API: models (build_model, list_models and the model classes), data (build_dataset), training
-(TrainConfig, train), evaluation (evaluate, ConfusionMatrix), inference (predict), comparing runs (compare_runs)
-and deployment (export_onnx, create_app).
+The public API: models (build_model, list_models and the model classes), data (build_dataset, inspect_dataset),
+training (TrainConfig, train, build_loss), evaluation (evaluate, ConfusionMatrix), inference (predict), comparing
+runs (compare_runs) and deployment (export_onnx, create_app).
 
 Names are imported on first use (PEP 562), so `import seglab` (and the command line) costs nothing and imports no
 torch until a name that needs it is used.
@@ -25,11 +25,13 @@ _EXPORTS = {
     "VisionTransformerArgs": ".models.vit",
     "VisionTransformerForSegmentation": ".models.vit",
     "build_dataset": ".data",
+    "build_loss": ".losses",
     "build_model": ".models",
     "compare_runs": ".compare",
     "create_app": ".serve.app",
     "evaluate": ".train",
     "export_onnx": ".export",
+    "inspect_dataset": ".data.inspect",
     "list_models": ".models",
     "predict": ".predict",
     "train": ".train",
@@ -44,11 +46,13 @@ __all__ = [
     "VisionTransformerArgs",
     "VisionTransformerForSegmentation",
     "build_dataset",
+    "build_loss",
     "build_model",
     "compare_runs",
     "create_app",
     "evaluate",
     "export_onnx",
+    "inspect_dataset",
     "list_models",
     "predict",
     "train",
@@ -71,8 +75,10 @@ if TYPE_CHECKING:
     from .compare import compare_runs
     from .config import TrainConfig
     from .data import build_dataset
+    from .data.inspect import inspect_dataset
     from .errors import SeglabError
     from .export import export_onnx
+    from .losses import build_loss
     from .metrics import ConfusionMatrix
     from .models import build_model, list_models
     from .models.segformer import Segformer, SegformerConfig
