@@ -262,3 +262,22 @@ def test_mask_name_suffixes_and_label_folders(tmp_path: Path) -> None:
         Image.fromarray(_ids(i) * 255).save(root / "labels" / f"p{i}_mask.png")
     src = fmt_of(root, tmp_path)
     assert all(m is not None for _, m in src.pairs) and src.class_names == ("background", "foreground")
+
+
+def test_stray_in_binary_masks_and_a_rare_next_class_is_kept(tmp_path: Path) -> None:
+    def stray(p: Path, i: int) -> None:
+        m = _ids(i) * 255
+        if i == 3:
+            m[0, 0] = 7
+        Image.fromarray(m).save(p)
+    fmt = fmt_of(make(tmp_path / "a", 10, stray), tmp_path).mask_format
+    assert fmt.kind == "binary" and fmt.class_names == ("background", "foreground") and 7 in fmt.stray
+    assert fmt.read(tmp_path / "a" / "masks" / "im003.png")[0, 0] == IGNORE
+
+    def rare(p: Path, i: int) -> None:
+        m = np.zeros((H, W), np.uint8)
+        if i == 3:
+            m[0, 0] = 1  # one pixel of the next id: a rare real class, not a stray
+        Image.fromarray(m).save(p)
+    fmt = fmt_of(make(tmp_path / "b", 10, rare), tmp_path).mask_format
+    assert fmt.class_names == ("background", "foreground") and not fmt.stray

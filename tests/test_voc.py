@@ -135,3 +135,22 @@ def test_voc_download_refuses_an_unsafe_member(voc_server, tmp_path: Path, monke
         build_voc("train", root=tmp_path / "voc", download=True, mirror=url, md5=hashlib.md5(evil).hexdigest(),
                   quiet=True)
     assert not (tmp_path / "evil.txt").exists()
+
+
+def test_voc_layout_without_split_lists_and_with_rgb_masks(tmp_path: Path) -> None:
+    from seglab.data.voc import voc_colour
+
+    root = make_voc(tmp_path / "voc")
+    base = root / "VOCdevkit" / "VOC2012"
+    import shutil
+
+    shutil.rmtree(base / "ImageSets")
+    for i, name in enumerate(TRAIN + VAL):  # masks saved as RGB pictures in VOC's colours
+        rgb = np.array([voc_colour(v) for v in range(256)], dtype=np.uint8)[voc_mask(i)]
+        Image.fromarray(rgb).save(base / "SegmentationClass" / f"{name}.png")
+    kw = {"root": root, "image_size": (H, W), "cache_dir": tmp_path / "c", "quiet": True}
+    train, val = build_dataset("folder", "train", **kw), build_dataset("folder", "val", **kw)
+    assert sorted(train.ids + val.ids) == sorted(TRAIN + VAL) and train.ids and val.ids
+    everything = build_dataset("voc", "trainval", **kw)
+    k = everything.ids.index(VAL[0])
+    assert np.array_equal(everything.masks[k].numpy(), voc_mask(2))  # 255 borders back as ignore

@@ -225,7 +225,7 @@ class MaskFormat:
 
     def to_ids(self, raw: RawMask, path: str | Path) -> np.ndarray:
         """A raw mask as uint8 class ids (H, W), 255 = ignore; a value or colour outside the format is an error."""
-        if self.colors:
+        if self.colors and (raw.kind == "rgb" or not self.values):  # a format with both: colours for RGB masks
             return self._colour_ids(raw, path)
         if raw.kind == "rgb":
             c = _pack(raw.pixels)
@@ -364,9 +364,12 @@ class MaskFormat:
 
 
 def fixed_format(class_names: Sequence[str], values: dict[int, int], label: str,
-                 ignore_index: int | None = None) -> MaskFormat:
-    """The format of a dataset with its own known encoding (Oxford trimaps, VOC palettes, synthetic ids)."""
-    return MaskFormat("fixed", tuple(class_names), values=dict(values), ignore_index=ignore_index, label=label)
+                 ignore_index: int | None = None, colors: dict[tuple[int, int, int], int] | None = None) -> MaskFormat:
+    """The format of a dataset with its own known encoding (Oxford trimaps, VOC palettes, synthetic ids); colors
+    (RGB -> class id) also reads masks saved as RGB images."""
+    packed = {int(_pack(np.array(c, dtype=np.uint8))): i for c, i in (colors or {}).items()}
+    return MaskFormat("fixed", tuple(class_names), values=dict(values), colors=packed, ignore_index=ignore_index,
+                      label=label)
 
 
 # --------------------------------------------------------------------------------------------- detection
@@ -533,33 +536,36 @@ def _detect(
             canon = {p: 0 if p <= radius else 255 if p >= 255 - radius else p for p in peaks}
             if len(set(canon.values())) == len(peaks):
                 values_seen = [canon[p] for p in peaks]
-    seen = set(values_seen)
-    common: list[int] = []
+    # A stray: a rare value (a sliver of the pixels, in a few files) that is neither the ignore value nor the next
+    # class id after the common values (a rare real class usually is). Only without classes.json, not for JPEG.
+    max_files = max(1, int(_STRAY_FILE_SHARE * scan.files))
+    def rare(v: int) -> bool:
+        return hist[v] < _STRAY_PIXEL_SHARE * total and scan.value_files[v] <= max_files
+    top = max([v for v in values_seen if not rare(v) and v != ignore_index], default=0)
+    stray = ([v for v in values_seen if rare(v) and v != ignore_index and v > top + 1]
+             if classes is None and not snap else [])
+    seen = set(values_seen) - set(stray)
     fmt_kind, label, notes = "class ids", "", []
     names: list[str]
-    if classes is None and seen and seen <= {0, 255} and 255 in seen:
-        return MaskFormat("binary", ("background", "foreground"), {0: 0, 255: 1}, snap=snap, ignore_index=None,
-                          label="0/255", snapped=snapped, pixels=total)
-    if classes is not None and len(classes.names) == 2 and seen <= {0, 255} and 255 in seen:
-        return MaskFormat("binary", classes.names, {0: 0, 255: 1}, snap=snap, ignore_index=None, label="0/255",
-                          snapped=snapped, pixels=total)
-    if classes is None and seen and seen <= {0, 1} and 1 in seen:
-        return MaskFormat("binary", ("background", "foreground"), {0: 0, 1: 1}, snap=snap, ignore_index=None,
-                          label="0/1", snapped=snapped, pixels=total)
-    labelled = [v for v in values_seen if v != ignore_index]
-    labelled_px = int(sum(hist[v] for v in labelled)) if not snap else total
-    max_files = max(1, int(_STRAY_FILE_SHARE * scan.files))
-    common = [v for v in labelled if hist[v] >= _STRAY_PIXEL_SHARE * labelled_px or scan.value_files[v] > max_files]
+    binary = None
+    if seen and seen <= {0, 255} and 255 in seen and (classes is None or len(classes.names) == 2):
+        binary = ({0: 0, 255: 1}, "0/255")
+    elif classes is None and seen and seen <= {0, 1} and 1 in seen:
+        binary = ({0: 0, 1: 1}, "0/1")
+    if binary is not None:
+        values = dict(binary[0])
+        for v in stray:
+            values[v] = IGNORE
+        return MaskFormat("binary", classes.names if classes else ("background", "foreground"), values, snap=snap,
+                          ignore_index=None, label=binary[1], snapped=snapped, pixels=total,
+                          stray={v: (int(scan.value_files[v]), scan.value_example.get(v, "?")) for v in stray})
     if classes is not None:
         # classes.json names the classes: values are ids into it; a mask holding any other value is an error
         # of that file (reported, or left out with skip_bad), never a new class.
-        stray = []
         values = {v: v for v in range(len(classes.names))}
         names = list(classes.names)
     else:
-        top = max(common) if common else max(labelled, default=0)
-        stray = [v for v in labelled if v not in common and v > top]
-        ids = [v for v in labelled if v not in stray]
+        ids = sorted(v for v in seen if v != ignore_index)
         if ids == list(range(len(ids))):
             values = {v: v for v in ids}
             names = [f"class{v}" for v in ids]
@@ -575,11 +581,6 @@ def _detect(
     if scan.kinds["palette"] == scan.files and fmt_kind == "class ids":
         fmt_kind = "palette"
     stray_info = {v: (int(scan.value_files[v]), scan.value_example.get(v, "?")) for v in stray}
-    if snap:
-        # JPEG noise around the ignore value or a stray peak snaps there too.
-        for v in stray:
-            values[v] = IGNORE
-        stray_info = {}
     return MaskFormat(fmt_kind, tuple(names), values, snap=snap, ignore_index=ignore_index, label=label,
                       stray=stray_info, snapped=snapped, pixels=total, notes=tuple(notes))
 

@@ -36,19 +36,32 @@ CLASS_NAMES = (
 DEFAULT_FOLDER = "voc"
 
 
+def voc_colour(i: int) -> tuple[int, int, int]:
+    """The colour VOC's palette gives index i (the bits of i spread over R, G, B from the top bit down)."""
+    r = g = b = 0
+    for j in range(8):
+        r |= ((i >> 0) & 1) << (7 - j)
+        g |= ((i >> 1) & 1) << (7 - j)
+        b |= ((i >> 2) & 1) << (7 - j)
+        i >>= 3
+    return r, g, b
+
+
 def mask_format() -> MaskFormat:
-    """VOC's masks: palette index = class id 0..20, 255 = ignore (object borders)."""
+    """VOC's masks: palette index = class id 0..20, 255 = ignore (object borders); masks saved as RGB images are
+    read through VOC's colours (border colour 224, 224, 192 = ignore)."""
     values = {i: i for i in range(len(CLASS_NAMES))} | {255: IGNORE}
-    return fixed_format(CLASS_NAMES, values, "palette PNGs, index = class id (VOC 2012)", ignore_index=255)
+    colors = {voc_colour(i): i for i in range(len(CLASS_NAMES))} | {voc_colour(255): IGNORE}
+    return fixed_format(CLASS_NAMES, values, "palette PNGs, index = class id (VOC 2012)", ignore_index=255,
+                        colors=colors)
 
 
 def find_voc_root(root: str | Path) -> Path | None:
     """The VOC2012 folder (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) in or at root, or None."""
     root = Path(root).expanduser()
     for candidate in (root, root / "VOC2012", root / "VOCdevkit" / "VOC2012"):
-        if ((candidate / "JPEGImages").is_dir() and (candidate / "SegmentationClass").is_dir()
-                and (candidate / "ImageSets" / "Segmentation").is_dir()):
-            return candidate
+        if (candidate / "JPEGImages").is_dir() and (candidate / "SegmentationClass").is_dir():
+            return candidate  # ImageSets/Segmentation may be missing: then the split is 80/20 by name
     return None
 
 
@@ -78,7 +91,17 @@ class VOCSource:
         self.mask_format = mask_format()
         self.split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         try:
-            self._split_text = self.split_file.read_text(encoding="utf-8")
+            if not self.split_file.parent.is_dir():  # no split lists: every mask, 80/20 by name like a folder
+                from .folders import _val_stems
+                from .io import list_images
+
+                stems = [p.stem for p in list_images(self.root / "SegmentationClass")]
+                val = _val_stems(stems)
+                keep = [s for s in stems if split == "trainval" or (s in val) == (split == "val")]
+                self.split_file = self.root / "SegmentationClass"
+                self._split_text = "\n".join(keep) + "\n"
+            else:
+                self._split_text = self.split_file.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise SeglabError(f"split file not found: {self.split_file}. Point --data-root at an extracted VOC 2012 "
                               "(VOCdevkit/VOC2012) or run `seglab data download voc`.") from None
