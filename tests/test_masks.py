@@ -233,6 +233,8 @@ def test_classes_json_errors(tmp_path: Path) -> None:
                                                                    "ignore": True}]))
     spec = read_classes_json(p)
     assert spec.names == ("bg",) and spec.ignore_colors == ((9, 9, 9),)
+    p.write_text(json.dumps({"bg": [0, 0, 0], "cat": [255, 0, 0]}))  # the name -> colour mapping form
+    assert read_classes_json(p).colors == ((0, 0, 0), (255, 0, 0))
 
 
 def test_folder_splits_subfolders_and_80_20(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ def train(root: Path, *extra: str, name: str = "r") -> Path:
 def test_binary_0_255_folder_trains_two_classes_with_no_split_flags(tmp_path: Path, capsys) -> None:
     root = make(tmp_path / "bin", 15, grey({1: 255}))
     run = train(root)
+    assert capsys.readouterr().out.startswith("masks: binary 0/255 -> background, foreground; train pixels ")
     log = (run / "train.log").read_text().splitlines()
     assert log[0].startswith("masks: binary 0/255 -> background, foreground; train pixels ")
     rows = list(csv.DictReader(open(run / "metrics.csv")))

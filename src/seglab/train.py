@@ -473,9 +473,11 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
                 run.log(f"skipped ({ds.split}): {sid}: {why}")
         run.log(f"--skip-bad: left out {len(train_ds.skipped)} training and {len(val_ds.skipped)} validation "
                 "file(s)")
-    run.log(f"masks: {train_ds.describe_masks()}")
-    for warning in run.warnings:
-        run.log(f"warning: {warning}")
+    # How the masks were read, and the pre-flight warnings: on the terminal even with --quiet (one line each).
+    for line in [f"masks: {train_ds.describe_masks()}", *(f"warning: {w}" for w in run.warnings)]:
+        run.log(line)
+        if cfg.quiet and dist.is_main():
+            print(line)
     if run.start_epoch == 0:
         n_params = sum(p.numel() for p in run.raw_model.parameters())
         run.log(f"model {cfg.model}: {n_params:,} parameters; data {cfg.dataset}: {len(train_ds)} train / "

@@ -72,6 +72,8 @@ def read_classes_json(path: str | Path) -> ClassSpec:
     except OSError as e:
         raise SeglabError(f"cannot read {path} ({e})") from None
     example = '["background", "cat"] or [{"name": "cat", "color": [255, 0, 0]}, ...]'
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        data = [{"name": str(k), "color": v} for k, v in data.items()]  # {"cat": [255, 0, 0], ...}
     if not (isinstance(data, list) and data):
         raise SeglabError(f"classes.json must be a non-empty JSON list, e.g. {example}: {path}")
     names: list[str] = []
