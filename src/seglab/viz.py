@@ -151,8 +151,8 @@ def save_confusion(matrix: np.ndarray | torch.Tensor, class_names: Sequence[str]
     rows = m.sum(1, keepdims=True)
     share = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)  # (C, C) rows sum to 1 (or 0 when absent)
     c = len(class_names)
-    side = min(14.0, 2.5 + 0.45 * c)
-    fig, ax = plt.subplots(figsize=(side, side * 0.85))
+    side = min(14.0, 4.5 + 0.45 * c)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(c), labels=list(class_names), rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(c), labels=[f"{n} (absent)" if rows[i, 0] == 0 else n for i, n in enumerate(class_names)],
@@ -164,7 +164,7 @@ def save_confusion(matrix: np.ndarray | torch.Tensor, class_names: Sequence[str]
             for j in range(c):
                 ax.text(j, i, f"{100 * share[i, j]:.0f}%", ha="center", va="center", fontsize=7,
                         color="white" if share[i, j] > 0.6 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class's pixels")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the row")
     ax.set_title(title or "confusion matrix (rows: truth)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -308,7 +308,11 @@ def preview_image(ds: SegmentationDataset, count: int = _PREVIEW, per_row: int =
     from ..viz import _tile, colorize, legend, palette
 
     colors = ds.mask_format.class_colors() if ds.mask_format is not None else None
-    colors = np.asarray(colors if colors else palette(ds.num_classes), dtype=np.uint8)
+    if not colors:
+        colors = palette(ds.num_classes)
+        if ds.class_names[0] == "background":  # background dark, the first object class bright (binary masks)
+            colors = np.concatenate([colors[1:2], colors[:1], colors[2:]])
+    colors = np.asarray(colors, dtype=np.uint8)
     n = min(count, len(ds))
     h, w = ds.image_size
     scale = max(1, int(np.ceil(96 / min(h, w))))
