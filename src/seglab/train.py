@@ -99,6 +99,7 @@ def load_split(cfg: TrainConfig, split: str, samples: int | None = None,
 
 def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The training and validation splits of cfg.dataset at cfg.image_size."""
+    cfg = _with_splits(cfg)
     def one(split: str, samples: int | None) -> SegmentationDataset:
         return load_split(cfg, split, samples)
 
@@ -118,10 +119,11 @@ def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDa
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C, H, W) float, masks (B, H, W)) -> loss
 
 
-def _make_loss(cfg: TrainConfig, train_ds: SegmentationDataset) -> LossFn:
+def _make_loss(cfg: TrainConfig, train_ds: SegmentationDataset | None = None) -> LossFn:
     """The training loss (cfg.loss: cross-entropy by default, the article's), ignoring 255, with cfg.class_weights
     (auto: from the training split's pixels per class) and cfg.label_smoothing (cross-entropy)."""
-    return build_loss(cfg.loss, cfg.class_weights, ignore_index=IGNORE_INDEX, pixel_counts=train_ds.pixel_counts(),
+    counts = train_ds.pixel_counts() if train_ds is not None else None
+    return build_loss(cfg.loss, cfg.class_weights, ignore_index=IGNORE_INDEX, pixel_counts=counts,
                       label_smoothing=cfg.label_smoothing)
 
 
@@ -391,6 +393,11 @@ def resolve_config(config: TrainConfig | None = None, resume: str | Path | None 
     else:
         cfg = config if config is not None else TrainConfig()
     cfg.validate()
+    return _with_splits(cfg)
+
+
+def _with_splits(cfg: TrainConfig) -> TrainConfig:
+    """cfg with unset train_split / val_split filled with the dataset's own (DEFAULT_SPLITS)."""
     train_split, val_split = DEFAULT_SPLITS.get(cfg.dataset, ("train", "val"))
     return dataclasses.replace(cfg, train_split=cfg.train_split or train_split, val_split=cfg.val_split or val_split)
 
