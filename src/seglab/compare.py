@@ -337,7 +337,8 @@ def _val_dataset(run: RunSummary, image_size: int | None = None):
 
     c = run.config
     cfg = TrainConfig(dataset=c["dataset"], data_root=c["data_root"], seed=c["seed"], image_size=int(c["image_size"]),
-                      interpolation=c["interpolation"], quiet=True)
+                      interpolation=c["interpolation"], quiet=True, ignore_index=c.get("ignore_index", 255),
+                      masks=c.get("masks") or {})  # a folder run's masks are read as the run read them
     return load_split(cfg, c["val_split"], c["val_samples"], image_size)
 
 
