@@ -133,6 +133,7 @@ def test_data_inspect_cli_strict_and_preview(tmp_path: Path, capsys) -> None:
     assert cli.main(["data", "inspect", str(root), "--out", "insp", "--strict", "--quiet"]) == 1
     assert "lonely.png" in capsys.readouterr().out
     assert "no folder" in cli_error(capsys, ["data", "inspect", str(tmp_path / "nowhere")])
+    assert "seglab data download voc" in cli_error(capsys, ["data", "inspect", "voc", "--quiet"])
 
 
 def test_data_download_voc_cli(voc_server, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: F811

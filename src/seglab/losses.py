@@ -77,10 +77,13 @@ class SegmentationLoss(nn.Module):
         self.register_buffer("weight", weight, persistent=False)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # losses in float32 at least (float64 stays float64)
         if self.weight is not None and self.weight.numel() != logits.shape[1]:
             raise SeglabError(f"class_weights has {self.weight.numel()} values but the model predicts "
                               f"{logits.shape[1]} classes; give one weight per class")
+        if self.weight is not None and self.weight.dtype != logits.dtype:
+            self.weight = self.weight.to(logits.dtype)
         if self.name == "ce":
             return self._ce(logits, target)
         if self.name == "focal":

@@ -261,6 +261,8 @@ def inspect_dataset(
             warnings.append(f"JPEG masks: {fmt.snapped:,} pixels snapped to the class values; PNG masks avoid it")
         for note in fmt.notes:
             warnings.append(f"mask values: {note}")
+    if not loaded and problems:  # nothing could be read at all (no such dataset there): an error, not a report
+        raise SeglabError(problems[0].split(": ", 1)[1] if problems[0].startswith("split ") else problems[0])
     train_name, val_name = _train_val(name, split_names)
     if train_name in loaded:
         errs, warns = check_splits(loaded[train_name], loaded.get(val_name))
