@@ -91,7 +91,7 @@ def main() -> None:
         run_name = f"{name}-{int(time.time())}"
         load = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), time.process_time()
-        code = cli.main(cmd[2:] + ["--out-dir", args.runs_dir, "--run-name", run_name, "--quiet"])
+        code = cli.main(cmd[1:] + ["--out-dir", args.runs_dir, "--run-name", run_name, "--quiet"])
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if code != 0:
             raise SystemExit(f"{name}: seglab train exited with {code}")

@@ -316,13 +316,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import build_model, list_models, model_entry
     from .trace import model_flops
 
-    print(f"{'name':<16} {'params':>12} {'GFLOPs@128':>11} {'GFLOPs@512':>11}  published")
+    w = max(16, *(len(n) for n in list_models()))
+    print(f"{'name':<{w}} {'params':>12} {'GFLOPs@128':>11} {'GFLOPs@512':>11}  published")
     for name in list_models():
         with torch.device("meta"):  # counts shapes only: no memory, no compute
             model = build_model(name, num_classes=args.num_classes)
         params = sum(p.numel() for p in model.parameters())
         g128, g512 = (model_flops(model, s) / 1e9 for s in (128, 512))
-        print(f"{name:<16} {params:>12,} {g128:>11.2f} {g512:>11.2f}  {model_entry(name).published}")
+        print(f"{name:<{w}} {params:>12,} {g128:>11.2f} {g512:>11.2f}  {model_entry(name).published}")
     print(f"(num_classes={args.num_classes}; FLOPs counted by torch.utils.flop_counter, a multiply-add = 2 FLOPs)")
     return 0
 
