@@ -59,6 +59,12 @@ def test_run_writes_every_file(tmp_path):
         assert gif.n_frames == 2
 
 
+def test_num_vis_zero_trains_without_figures_of_predictions(tmp_path):
+    run = train(tiny(tmp_path, run_name="r", num_vis=0, epochs=1)).run_dir
+    assert (run / "checkpoints" / "best.safetensors").is_file() and (run / "figures" / "curves.png").is_file()
+    assert not list((run / "figures").glob("epoch_*.png")) and not (run / "figures" / "progress.gif").exists()
+
+
 def test_same_seed_same_metrics(tmp_path):
     a = train(tiny(tmp_path, run_name="a"))
     b = train(tiny(tmp_path, run_name="b"))

@@ -560,11 +560,12 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
     if dist.is_main():
         run.history.append({k: _fmt(v) for k, v in row.items()})
         _write_metrics(run.run_dir / "metrics.csv", run.history)
-        with torch.inference_mode():
-            raw_model.eval()
-            pred = raw_model(run.vis_x).argmax(1).cpu()
-        figure = grid_image(run.vis_x.cpu(), run.vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}")
-        figure.save(run.run_dir / "figures" / f"epoch_{epoch + 1:03d}.png")
+        if len(run.vis_x):  # --num-vis 0 draws no grid (and so no progress GIF)
+            with torch.inference_mode():
+                raw_model.eval()
+                pred = raw_model(run.vis_x).argmax(1).cpu()
+            figure = grid_image(run.vis_x.cpu(), run.vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}")
+            figure.save(run.run_dir / "figures" / f"epoch_{epoch + 1:03d}.png")
         meta = {"model": raw_model.seglab_spec, "epoch": epoch + 1, "best": run.best,
                 "metrics": {k: float(v) for k, v in row.items()}, "class_names": list(train_ds.class_names),
                 "image_size": cfg.image_size, "interpolation": cfg.interpolation}
