@@ -20,10 +20,16 @@ import argparse
 import csv
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRATCH = ["--encoder-lr-ratio", "1", "--freeze-encoder-epochs", "0"]  # nothing pretrained to protect
@@ -120,7 +126,8 @@ def main() -> None:
 
 def _save(rows: list[dict], out_json: Path) -> None:
     out_json.parent.mkdir(parents=True, exist_ok=True)
-    out_json.write_text(json.dumps({"rows": rows, "cpu": _cpu(), "torch": torch.__version__}, indent=2) + "\n")
+    meta = {"rows": rows, "cpu": common.cpu_name(), "torch": torch.__version__}
+    out_json.write_text(json.dumps(meta, indent=2) + "\n")
     lines = ["| run | params | epochs | pixel acc. | article IoU | mIoU | training min (wall) | CPU min, whole run | "
              "inference img/s | load avg start/end |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -131,16 +138,6 @@ def _save(rows: list[dict], out_json: Path) -> None:
               f"{rows[-1]['threads']}):", ""]
     lines += [f"- {r['run']}: `{r['command']}`" for r in rows]
     out_json.with_suffix(".md").write_text("\n".join(lines) + "\n")
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
