@@ -22,13 +22,8 @@ from tqdm import tqdm
 from ..atomic import atomic_write
 from ..errors import SeglabError
 from .dataset import SegmentationDataset, SegmentationSource
+from .io import INTERPOLATIONS  # the one table; cache re-exports it for config and checkpoint
 
-INTERPOLATIONS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
 _CACHE_VERSION = 1
 
 
