@@ -1,15 +1,18 @@
-"""Does the `fast` recipe reach the accuracy the `article` recipe ends at, in less wall time?
+"""Does a recipe (`fast`, or a model family's own) reach the accuracy the `article` recipe ends at, in less wall time?
 
-    python benchmarks/fast_recipe.py [--seeds 0,1,2] [--recipes article,fast] [--set lr=2e-3 --tag -lr2e3]
+    python benchmarks/fast_recipe.py [--seeds 0,1,2] [--set lr=2e-3 --tag=-lr2e3]
+    python benchmarks/fast_recipe.py --model segformer-b0 --candidate segformer [--set epochs=20]
 
-Same model (the article's ViT at embed 192, 4 blocks, 16x16 patches, 64x64), same data (the Oxford-IIIT Pet
-sample: 372 trainval / 340 test), 3 seeds. For each seed: the article's final pixel accuracy (after its 50 epochs)
-is the target; the table gives the epoch at which `fast` first reached it and the wall seconds up to then (sum of
-the per-epoch seconds in metrics.csv, training plus the per-epoch evaluation both recipes do) against the
-article's total. `--set KEY=VALUE` changes the fast recipe's fields for an experiment (`--tag` names its results).
-The machine is shared: the runs of both recipes are interleaved seed by seed so that both see the same load.
+Same model (by default the article's ViT at embed 192, 4 blocks, 16x16 patches), same data (the Oxford-IIIT Pet
+sample at 64x64: 372 trainval / 340 test), 3 seeds. For each seed: the `article` recipe's final pixel accuracy
+(after its 50 epochs) is the target; the table gives the epoch at which the candidate recipe first reached it and
+the wall seconds up to then (sum of the per-epoch seconds in metrics.csv, training plus the per-epoch evaluation
+both recipes do) against the article's total; the same for mIoU. `--set KEY=VALUE` changes the candidate recipe's
+fields for an experiment (`--tag` names its results). The runs of both recipes are interleaved seed by seed so that
+both see the same load on a shared machine; the load average at the start and end is recorded.
 
-Results: benchmarks/results/fast_recipe{tag}.{json,md}.
+Results: benchmarks/results/fast_recipe{tag}.{json,md} for the ViT and `fast`, else
+benchmarks/results/recipe_{model}_{candidate}{tag}.{json,md}.
 """
 
 from __future__ import annotations
@@ -28,25 +31,26 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, SAMPLE_DATA, environment  # noqa: E402
+from benchmarks.common import RESULTS, SAMPLE_DATA, environment, load_average  # noqa: E402
 
 MODEL = dict(embed_size=192, num_blocks=4, num_heads=8, patch_size=16, dropout=0.2)
 
 
 def sample_run(recipe: str, seed: int, epochs: int | None, runs_dir: str, data_root: str, image_size: int,
                model_options: dict[str, Any], tag: str = "", overrides: dict[str, Any] | None = None,
-               init_from: str | None = None) -> Path:
-    """Train (or reuse, when it finished before) one run of `vit` with `recipe` on the sample; returns its folder."""
+               init_from: str | None = None, model: str = "vit") -> Path:
+    """Train (or reuse, when it finished before) one run of `model` with `recipe` on the sample; returns its
+    folder."""
     from seglab.config import TrainConfig, apply_recipe
     from seglab.train import train
 
-    values = apply_recipe(dict(model="vit", dataset="oxford-pets", data_root=data_root, image_size=image_size,
+    values = apply_recipe(dict(model=model, dataset="oxford-pets", data_root=data_root, image_size=image_size,
                                seed=seed, quiet=True, out_dir=runs_dir, model_options=model_options, amp="off",
                                init_from=init_from), recipe)
     values.update(overrides or {})
     if epochs is not None:
         values["epochs"] = epochs
-    name = f"{recipe}{tag}-s{seed}-e{values['epochs']}"
+    name = _run_name(model, recipe, tag, seed, values["epochs"])
     values["run_name"] = name
     run_dir = Path(runs_dir) / name
     done = run_dir / "metrics.csv"
@@ -57,6 +61,11 @@ def sample_run(recipe: str, seed: int, epochs: int | None, runs_dir: str, data_r
     else:
         train(TrainConfig.from_dict(values))
     return run_dir
+
+
+def _run_name(model: str, recipe: str, tag: str, seed: int, epochs: int) -> str:
+    prefix = "" if model == "vit" else f"{model}-"  # the ViT's runs keep their first names
+    return f"{prefix}{recipe}{tag}-s{seed}-e{epochs}"
 
 
 def read_rows(run_dir: Path) -> list[dict[str, float]]:
@@ -88,24 +97,32 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--data-root", default=str(SAMPLE_DATA))
     p.add_argument("--runs-dir", default="/tmp/seglab-sample-runs")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the fast recipe")
-    p.add_argument("--tag", default="", help="suffix of the fast runs' names and of the results files")
+    p.add_argument("--model", default="vit", help="the model both recipes train (default: the article's ViT)")
+    p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="a model option (default for vit: embed 192, 4 blocks, 8 heads, 16x16 patches, dropout 0.2)")
+    p.add_argument("--candidate", default="fast", help="the recipe measured against `article`")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the candidate recipe")
+    p.add_argument("--tag", default="", help="suffix of the candidate runs' names and of the results files")
     p.add_argument("--report-only", action="store_true", help="write the table from the runs already there")
     args = p.parse_args(argv)
+    from seglab.config import RECIPES, TrainConfig
+
     overrides = _kv(args.set)
+    args.model_options = _kv(args.model_option) if args.model_option else (MODEL if args.model == "vit" else {})
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
+    args.load_start = load_average()
     for seed in seeds:
-        common = (args.runs_dir, args.data_root, args.image_size, MODEL)
-        art_dir = Path(args.runs_dir) / f"article-s{seed}-e50"
+        common = (args.runs_dir, args.data_root, args.image_size, args.model_options)
+        art_dir = Path(args.runs_dir) / _run_name(args.model, "article", "", seed, 50)
         fast_epochs = overrides.get("epochs")
         if not args.report_only:
-            art_dir = sample_run("article", seed, None, *common)
-            fast_dir = sample_run("fast", seed, fast_epochs, *common, tag=args.tag, overrides=overrides)
+            art_dir = sample_run("article", seed, None, *common, model=args.model)
+            fast_dir = sample_run(args.candidate, seed, fast_epochs, *common, tag=args.tag, overrides=overrides,
+                                  model=args.model)
         else:
-            from seglab.config import RECIPES
-
-            fast_dir = Path(args.runs_dir) / f"fast{args.tag}-s{seed}-e{fast_epochs or RECIPES['fast']['epochs']}"
+            epochs = fast_epochs or RECIPES[args.candidate].get("epochs", TrainConfig().epochs)
+            fast_dir = Path(args.runs_dir) / _run_name(args.model, args.candidate, args.tag, seed, epochs)
             if not (fast_dir / "metrics.csv").exists() or not (art_dir / "metrics.csv").exists():
                 continue
         art, fast = read_rows(art_dir), read_rows(fast_dir)
@@ -120,7 +137,8 @@ def main(argv: list[str] | None = None) -> None:
                    fast_wall_s=sum(r["seconds"] for r in fast), fast_reached_epoch=epoch, fast_reached_wall_s=wall,
                    fast_reached_miou_epoch=miou_epoch, fast_reached_miou_wall_s=miou_wall)
         rows.append(row)
-        print(f"seed {seed}: article {len(art)} ep -> pixel acc {target:.4f} in {row['article_wall_s']:.0f} s; fast "
+        print(f"seed {seed}: article {len(art)} ep -> pixel acc {target:.4f} in {row['article_wall_s']:.0f} s; "
+              f"{args.candidate} "
               f"reached it at epoch {epoch} ({'-' if wall is None else f'{wall:.0f} s'}), ended at "
               f"{row['fast_final_pixel_accuracy']:.4f} after {len(fast)} ep in {row['fast_wall_s']:.0f} s", flush=True)
         _save(rows, args, overrides)
@@ -135,18 +153,29 @@ def _save(rows: list[dict[str, Any]], args: argparse.Namespace, overrides: dict[
 
     from seglab.config import RECIPES
 
-    fast = {**RECIPES["fast"], **overrides}
-    meta = dict(image_size=args.image_size, data_root=args.data_root, model_options=MODEL, fast_recipe=fast,
-                article_recipe=RECIPES["article"], environment=environment(torch.device("cpu")))
+    cand = args.candidate
+    load = (f"load average (1, 5, 15 min) when this report was written {load_average()}" if args.report_only else
+            f"load average (1, 5, 15 min) at the start {args.load_start}, at the end {load_average()}")
+    fast = {**RECIPES[cand], **overrides}
+    meta = dict(model=args.model, image_size=args.image_size, data_root=args.data_root,
+                model_options=args.model_options, candidate=cand, candidate_recipe=fast,
+                article_recipe=RECIPES["article"], environment=environment(torch.device("cpu")),
+                load_average_at_start=args.load_start, load_average_now=load_average())
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"fast_recipe{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    cmd = "python benchmarks/fast_recipe.py" + "".join(f" --set {s}" for s in args.set or []) + \
+    stem = f"fast_recipe{args.tag}" if (args.model, cand) == ("vit", "fast") else \
+        f"recipe_{args.model}_{cand}{args.tag}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    cmd = "python benchmarks/fast_recipe.py" + (f" --model {args.model}" if args.model != "vit" else "") + \
+        "".join(f" --model-option {s}" for s in args.model_option or []) + \
+        (f" --candidate {cand}" if cand != "fast" else "") + "".join(f" --set {s}" for s in args.set or []) + \
         (f" --tag={args.tag}" if args.tag else "")
-    lines = [f"`fast` ({', '.join(f'{k}={v}' for k, v in fast.items())}) against `article` on the Oxford-IIIT Pet "
-             f"sample at {args.image_size}x{args.image_size}, ViT {MODEL}. {meta['environment']['device_name']}, "
-             f"shared with other work (wall seconds are indicative; both recipes interleaved). `{cmd}`", "",
-             "| seed | article: epochs, final pixel acc. (mIoU), wall s | fast: epoch reaching that pixel acc., wall s "
-             "to it | fast: epoch reaching that mIoU, wall s to it | fast: epochs, final pixel acc. (mIoU), wall s |",
+    lines = [f"`{cand}` ({', '.join(f'{k}={v}' for k, v in fast.items())}) against `article` on the Oxford-IIIT Pet "
+             f"sample at {args.image_size}x{args.image_size}, {args.model} {args.model_options}. "
+             f"{meta['environment']['device_name']}; {load} "
+             f"(the runs of both recipes interleaved seed by seed). `{cmd}`", "",
+             f"| seed | article: epochs, final pixel acc. (mIoU), wall s | {cand}: epoch reaching that pixel acc., "
+             f"wall s to it | {cand}: epoch reaching that mIoU, wall s to it | {cand}: epochs, final pixel acc. "
+             "(mIoU), wall s |",
              "|---|---|---|---|---|"]
     for r in rows:
         reached = (f"epoch {r['fast_reached_epoch']}, {r['fast_reached_wall_s']:.0f} s" if r["fast_reached_epoch"]
@@ -161,12 +190,12 @@ def _save(rows: list[dict[str, Any]], args: argparse.Namespace, overrides: dict[
         col = lambda key: _mean_std([r[key] for r in rows], 0 if key.endswith("_s") else 4)  # noqa: E731
         lines += ["", f"Mean ± std over {len(rows)} seeds: article final pixel acc. "
                   f"{col('article_final_pixel_accuracy')}, mIoU {col('article_final_miou')}, wall "
-                  f"{col('article_wall_s')} s; fast final pixel acc. {col('fast_final_pixel_accuracy')}, mIoU "
+                  f"{col('article_wall_s')} s; {cand} final pixel acc. {col('fast_final_pixel_accuracy')}, mIoU "
                   f"{col('fast_final_miou')}, wall {col('fast_wall_s')} s; "
-                  f"fast reached the article's final pixel accuracy in "
+                  f"{cand} reached the article's final pixel accuracy in "
                   f"{sum(1 for r in rows if r['fast_reached_epoch'])} of {len(rows)} seeds, its final mIoU in "
                   f"{sum(1 for r in rows if r['fast_reached_miou_epoch'])}."]
-    (RESULTS / f"fast_recipe{args.tag}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ def test_table_comes_from_each_runs_metrics(runs, tmp_path):
         model, _ = load_model(run)
         assert int(row["parameters"]) == sum(p.numel() for p in model.parameters())
         assert row["epochs"] == "2 epochs" and row["device"] == "cpu" and row["recipe"] == "article"
+        assert row["weights"] == "random"
     md = result.markdown.splitlines()
     assert "article IoU" in md[0] and "IoU pet" in md[0] and md[2].startswith("| vit |") and md[4] == ""
     assert md[-1].startswith("- cnn: `seglab train --model segnet-dsc-head --recipe article --dataset synthetic")
@@ -154,3 +155,11 @@ def test_seglab_compare_command(runs, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("seglab: error: cannot compare runs on different datasets") and len(err.splitlines()) == 1
     assert f"{other}: folder at {tmp_path}" in err and not (tmp_path / "d").exists()
+
+
+def test_start_weights_column_names_where_a_run_started():
+    from seglab.compare import _start_weights
+
+    assert _start_weights({"encoder_weights": None, "init_from": None}) == "random"
+    assert _start_weights({"encoder_weights": "imagenet"}) == "imagenet"
+    assert _start_weights({"init_from": "hf:nvidia/mit-b0"}) == "hf:nvidia/mit-b0"

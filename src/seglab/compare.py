@@ -188,6 +188,7 @@ def table_row(run: RunSummary) -> dict[str, Any]:
         "run": run.label,
         "model": run.config["model"],
         "parameters": _parameters(run),
+        "weights": _start_weights(run.config),
         "recipe": run.config["recipe"],
         "epochs": run.status,
         "best_pixel_accuracy": max((r["pixel_accuracy"] for r in h), default=nan),
@@ -206,6 +207,12 @@ def table_row(run: RunSummary) -> dict[str, Any]:
     return row
 
 
+def _start_weights(config: dict[str, Any]) -> str:
+    """Where the run's weights started: "random", its --encoder-weights or its --init-from."""
+    sources = [str(config[k]) for k in ("encoder_weights", "init_from") if config.get(k)]
+    return " + ".join(sources) or "random"
+
+
 _DECIMALS = {"train_minutes": 2, "images_per_s": 1}
 
 
@@ -219,7 +226,8 @@ def _cell(value: Any, key: str = "") -> str:
     return str(value)
 
 
-_HEADERS = {"run": "run", "model": "model", "parameters": "parameters", "recipe": "recipe", "epochs": "epochs",
+_HEADERS = {"run": "run", "model": "model", "parameters": "parameters", "weights": "start weights",
+            "recipe": "recipe", "epochs": "epochs",
             "best_pixel_accuracy": "best pixel acc.", "last_pixel_accuracy": "last pixel acc.",
             "article_iou": "article IoU", "miou": "mIoU", "train_minutes": "train min", "images_per_s": "img/s",
             "device": "device"}
@@ -253,9 +261,10 @@ def compare_runs(
 ) -> Comparison:
     """Compare training runs: writes OUT/compare.md, compare.csv, curves.png and predictions.png.
 
-    The table: model, parameters, recipe, epochs, best and last pixel accuracy, the article's IoU, mIoU, per-class
-    IoU, training minutes, images/s and device. curves.png: validation loss, pixel accuracy and mIoU per epoch, and
-    pixel accuracy against training minutes, every run on the same axes. predictions.png: the first `num_images`
+    The table: model, parameters, start weights (random, a pretrained encoder or --init-from), recipe, epochs,
+    best and last pixel accuracy, the article's IoU, mIoU, per-class IoU, training minutes, images/s and device.
+    curves.png: validation loss, pixel accuracy and mIoU per epoch, and pixel accuracy against training minutes,
+    every run on the same axes. predictions.png: the first `num_images`
     validation images, their truth, and each run's prediction from its best checkpoint. out_dir=None writes nothing.
     """
     if not run_dirs:
