@@ -38,7 +38,7 @@ MODEL = dict(embed_size=192, num_blocks=4, num_heads=8, patch_size=16, dropout=0
 
 def sample_run(recipe: str, seed: int, epochs: int | None, runs_dir: str, data_root: str, image_size: int,
                model_options: dict[str, Any], tag: str = "", overrides: dict[str, Any] | None = None,
-               init_from: str | None = None, model: str = "vit") -> Path:
+               init_from: str | None = None, model: str = "vit", encoder_weights: str | None = None) -> Path:
     """Train (or reuse, when it finished before) one run of `model` with `recipe` on the sample; returns its
     folder."""
     from seglab.config import TrainConfig, apply_recipe
@@ -46,8 +46,9 @@ def sample_run(recipe: str, seed: int, epochs: int | None, runs_dir: str, data_r
 
     values = apply_recipe(dict(model=model, dataset="oxford-pets", data_root=data_root, image_size=image_size,
                                seed=seed, quiet=True, out_dir=runs_dir, model_options=model_options, amp="off",
-                               init_from=init_from), recipe)
+                               init_from=init_from, encoder_weights=encoder_weights), recipe)
     values.update(overrides or {})
+    values.setdefault("epochs", TrainConfig().epochs)  # a recipe without its own length: the default's
     if epochs is not None:
         values["epochs"] = epochs
     name = _run_name(model, recipe, tag, seed, values["epochs"])
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="vit", help="the model both recipes train (default: the article's ViT)")
     p.add_argument("--model-option", action="append", metavar="KEY=VALUE",
                    help="a model option (default for vit: embed 192, 4 blocks, 8 heads, 16x16 patches, dropout 0.2)")
+    p.add_argument("--encoder-weights", default=None, help="pretrained encoder weights for both recipes' runs")
     p.add_argument("--candidate", default="fast", help="the recipe measured against `article`")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of the candidate recipe")
     p.add_argument("--tag", default="", help="suffix of the candidate runs' names and of the results files")
@@ -117,9 +119,10 @@ def main(argv: list[str] | None = None) -> None:
         art_dir = Path(args.runs_dir) / _run_name(args.model, "article", "", seed, 50)
         fast_epochs = overrides.get("epochs")
         if not args.report_only:
-            art_dir = sample_run("article", seed, None, *common, model=args.model)
+            art_dir = sample_run("article", seed, None, *common, model=args.model,
+                                 encoder_weights=args.encoder_weights)
             fast_dir = sample_run(args.candidate, seed, fast_epochs, *common, tag=args.tag, overrides=overrides,
-                                  model=args.model)
+                                  model=args.model, encoder_weights=args.encoder_weights)
         else:
             epochs = fast_epochs or RECIPES[args.candidate].get("epochs", TrainConfig().epochs)
             fast_dir = Path(args.runs_dir) / _run_name(args.model, args.candidate, args.tag, seed, epochs)
@@ -157,8 +160,8 @@ def _save(rows: list[dict[str, Any]], args: argparse.Namespace, overrides: dict[
     load = (f"load average (1, 5, 15 min) when this report was written {load_average()}" if args.report_only else
             f"load average (1, 5, 15 min) at the start {args.load_start}, at the end {load_average()}")
     fast = {**RECIPES[cand], **overrides}
-    meta = dict(model=args.model, image_size=args.image_size, data_root=args.data_root,
-                model_options=args.model_options, candidate=cand, candidate_recipe=fast,
+    meta = dict(model=args.model, encoder_weights=args.encoder_weights, image_size=args.image_size,
+                data_root=args.data_root, model_options=args.model_options, candidate=cand, candidate_recipe=fast,
                 article_recipe=RECIPES["article"], environment=environment(torch.device("cpu")),
                 load_average_at_start=args.load_start, load_average_now=load_average())
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -166,11 +169,13 @@ def _save(rows: list[dict[str, Any]], args: argparse.Namespace, overrides: dict[
         f"recipe_{args.model}_{cand}{args.tag}"
     (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     cmd = "python benchmarks/fast_recipe.py" + (f" --model {args.model}" if args.model != "vit" else "") + \
+        (f" --encoder-weights {args.encoder_weights}" if args.encoder_weights else "") + \
         "".join(f" --model-option {s}" for s in args.model_option or []) + \
         (f" --candidate {cand}" if cand != "fast" else "") + "".join(f" --set {s}" for s in args.set or []) + \
         (f" --tag={args.tag}" if args.tag else "")
     lines = [f"`{cand}` ({', '.join(f'{k}={v}' for k, v in fast.items())}) against `article` on the Oxford-IIIT Pet "
-             f"sample at {args.image_size}x{args.image_size}, {args.model} {args.model_options}. "
+             f"sample at {args.image_size}x{args.image_size}, {args.model} {args.model_options}"
+             + (f" from {args.encoder_weights} weights" if args.encoder_weights else "") + ". "
              f"{meta['environment']['device_name']}; {load} "
              f"(the runs of both recipes interleaved seed by seed). `{cmd}`", "",
              f"| seed | article: epochs, final pixel acc. (mIoU), wall s | {cand}: epoch reaching that pixel acc., "

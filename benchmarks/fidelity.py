@@ -15,8 +15,9 @@ patches, 64x64) trained for the same number of steps on the Oxford-IIIT Pet samp
 notebook's loop (per-sample PIL decode, NEAREST resize, flip, contrast in a DataLoader; Adam 4e-4; StepLR(12, 0.8) per
 epoch; batch 64 shuffled, last partial batch kept as in the notebook), 3 seeds each. Both are scored by the same
 code (seglab.evaluate on the test split, no augmentation), so only training differs. Each side initialises its
-own model as its code does; `--init notebook` starts seglab from the notebook model's initial weights instead,
-which isolates the effect of the initialisation.
+own model as its code does; the side `nbinit` starts seglab from the notebook model's initial weights instead,
+which isolates the initialisation; the side `nbdata` runs the notebook's model and loop on seglab's data path
+(cached uint8 split, flip and contrast on whole float batches), which isolates the data path.
 
 Results: benchmarks/results/fidelity-steps.{json,md} and fidelity-seeds.{json,md}.
 """
@@ -199,10 +200,25 @@ def _split_pairs(root: str | Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _seglab_batches(train_ds, batch_size: int, generator: torch.Generator):
+    """One epoch of seglab's data path for the notebook loop: the cached uint8 split, shuffled, batches of 64 (the
+    last partial one kept), flipped and contrast-jittered as whole float batches by seglab's augment_batch."""
+    from seglab.data.augment import AugmentConfig, augment_batch
+
+    order = torch.randperm(len(train_ds), generator=generator)
+    for i in range(0, len(order), batch_size):
+        idx = order[i:i + batch_size]
+        yield augment_batch(train_ds.images[idx], train_ds.masks[idx], AugmentConfig(hflip=0.5, contrast=0.3),
+                            generator)
+
+
 def notebook_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds, config: dict[str, Any],
-                 init_state: dict | None = None) -> dict[str, Any]:
+                 init_state: dict | None = None, seglab_data: bool = False) -> dict[str, Any]:
     """The notebook's training loop on the sample: PIL per-sample data in a shuffled DataLoader (last batch kept),
-    Adam 4e-4, StepLR(12, 0.8) per epoch, nn.CrossEntropyLoss; scored by seglab.evaluate on val_ds."""
+    Adam 4e-4, StepLR(12, 0.8) per epoch, nn.CrossEntropyLoss; scored by seglab.evaluate on val_ds. seglab_data:
+    the same loop fed by seglab's data path instead (cached uint8 split, augmentation on whole float batches), which
+    tells a difference made by the data path from one made by the model and the loop."""
+    from seglab.data import build_dataset
     from seglab.train import evaluate
 
     torch.manual_seed(seed)
@@ -213,6 +229,9 @@ def notebook_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds
         model.load_state_dict(init_state)
     ds = PilSegmentationFolder(_split_pairs(data_root, "trainval"), image_size=image_size)
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    train_ds = build_dataset("oxford-pets", "trainval", root=data_root, image_size=image_size,
+                             interpolation="nearest", quiet=True) if seglab_data else None
+    data_gen = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=4e-4)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=12, gamma=0.8)
     criterion = nn.CrossEntropyLoss()
@@ -220,7 +239,7 @@ def notebook_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds
     steps = 0
     for _ in range(epochs):
         model.train()
-        for x, y in loader:
+        for x, y in (_seglab_batches(train_ds, 64, data_gen) if seglab_data else loader):
             optimizer.zero_grad()
             loss = criterion(model(x), y)
             loss.backward()
@@ -229,7 +248,8 @@ def notebook_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds
         scheduler.step()
     seconds = time.perf_counter() - t0
     m = evaluate(model, val_ds, batch_size=64, device="cpu", amp="off")
-    return dict(side="notebook", seed=seed, steps=steps, seconds=seconds, final_loss=loss.item(), **m)
+    return dict(side="notebook loop, seglab data" if seglab_data else "notebook", seed=seed, steps=steps,
+                seconds=seconds, final_loss=loss.item(), **m)
 
 
 def seglab_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds, config: dict[str, Any],
@@ -271,11 +291,13 @@ def _seeds_main(args: argparse.Namespace) -> None:
     sides = args.sides.split(",")
     for seed in (int(s) for s in args.seeds.split(",")):
         for side in sides:
-            label = {"seglab": "seglab", "notebook": "notebook", "nbinit": "seglab (notebook init)"}[side]
+            label = {"seglab": "seglab", "notebook": "notebook", "nbinit": "seglab (notebook init)",
+                     "nbdata": "notebook loop, seglab data"}[side]
             if (label, seed) in done:
                 continue
-            if side == "notebook":
-                row = notebook_run(seed, args.epochs, args.data_root, args.image_size, val_ds, config)
+            if side in ("notebook", "nbdata"):
+                row = notebook_run(seed, args.epochs, args.data_root, args.image_size, val_ds, config,
+                                   seglab_data=side == "nbdata")
             elif side == "seglab":
                 row = seglab_run(seed, args.epochs, args.data_root, args.image_size, val_ds, config, args.runs_dir)
             else:  # seglab's loop from the notebook model's initial weights (as notebook_run draws them)
@@ -351,7 +373,8 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--epochs", type=int, default=50)
     b.add_argument("--image-size", type=int, default=64)
     b.add_argument("--sides", default="seglab,notebook",
-                   help="seglab, notebook, nbinit (seglab from the notebook's init)")
+                   help="seglab, notebook, nbinit (seglab from the notebook's init), nbdata (the notebook's model "
+                        "and loop on seglab's data path)")
     b.add_argument("--data-root", default=str(SAMPLE_DATA))
     b.add_argument("--runs-dir", default="/tmp/seglab-sample-runs")
     b.add_argument("--tag", default="", help="suffix of the results files")

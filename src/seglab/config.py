@@ -42,9 +42,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     # A shorter route to the article's accuracy (benchmarks/README.md, "The fast recipe"): AdamW at a higher peak
     # lr with a 1-epoch warm-up and cosine decay to 0 over 40 epochs instead of Adam + StepLR over 50; images
     # resized bilinearly (the article: nearest); same batch, augmentation and loss. Measured on the Oxford-IIIT Pet
-    # sample at 64x64 (3 seeds, benchmarks/results/fast_recipe-e40.md): it reaches the article recipe's final pixel
-    # accuracy at epoch 15-21 and its final mIoU at epoch 26-32 of 50. With 30 epochs (the earlier value) it
-    # reached the pixel accuracy but never the mIoU (benchmarks/results/fast_recipe.md). On GPUs it runs in bf16
+    # sample at 64x64 (3 seeds, alone on 2 CPU cores, benchmarks/results/fast_recipe-idle.md): it reaches the article
+    # recipe's final pixel accuracy at epoch 15-21 (30-40% of the article's wall time) and its final mIoU at epoch
+    # 26-32 (54-62%), and ends at 49 s against 63 s. With 30 epochs (the earlier value) it reached the pixel accuracy
+    # but never the mIoU (benchmarks/results/fast_recipe.md). On GPUs it runs in bf16
     # (amp auto); on CPUs with AVX512-BF16/AMX add --amp bf16.
     "fast": dict(epochs=40, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.05, scheduler="cosine",
                  warmup_epochs=1.0, hflip=0.5, contrast=0.3, interpolation="bilinear"),
