@@ -157,9 +157,14 @@ def test_seglab_compare_command(runs, tmp_path, capsys):
     assert f"{other}: folder at {tmp_path}" in err and not (tmp_path / "d").exists()
 
 
-def test_start_weights_column_names_where_a_run_started():
+def test_start_weights_column_names_where_a_run_started(runs, tmp_path):
+    started = tmp_path / "from-a-checkpoint"
+    shutil.copytree(runs[0], started)
+    config = yaml.safe_load((started / "config.yaml").read_text())
+    config["init_from"] = str(runs[1])
+    (started / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = compare_runs([runs[0], started], out_dir=None).rows
+    assert [r["weights"] for r in rows] == ["random", str(runs[1])]
     from seglab.compare import _start_weights
 
-    assert _start_weights({"encoder_weights": None, "init_from": None}) == "random"
-    assert _start_weights({"encoder_weights": "imagenet"}) == "imagenet"
-    assert _start_weights({"init_from": "hf:nvidia/mit-b0"}) == "hf:nvidia/mit-b0"
+    assert _start_weights({"encoder_weights": "imagenet", "init_from": None}) == "imagenet"

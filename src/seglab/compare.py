@@ -188,7 +188,7 @@ def table_row(run: RunSummary) -> dict[str, Any]:
         "run": run.label,
         "model": run.config["model"],
         "parameters": _parameters(run),
-        "weights": _start_weights(run.config),
+        "weights": _start_weights(run.raw_config or run.config),
         "recipe": run.config["recipe"],
         "epochs": run.status,
         "best_pixel_accuracy": max((r["pixel_accuracy"] for r in h), default=nan),
