@@ -80,7 +80,7 @@ def all_runs() -> dict[str, list[str]]:
     return runs
 
 
-# Rough single-thread minutes per epoch at 64x64 (zoo_sample_64.md), so that the longest runs start first.
+# Rough single-thread minutes per epoch at 64x64 (results/zoo_sample.md: train min / epochs), longest runs first.
 _COST = {"vit-p8": 4.0, "segnet": 1.2, "segnet-head": 1.2, "vit": 0.9, "vit-mlp-head": 0.9, "vit-upsample": 0.9,
          "vit-b16": 0.9, "segformer-b5": 0.8, "segformer-b4": 0.7, "segformer-b3": 0.5}
 
