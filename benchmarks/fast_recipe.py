@@ -48,9 +48,7 @@ def sample_run(recipe: str, seed: int, epochs: int | None, runs_dir: str, data_r
                                seed=seed, quiet=True, out_dir=runs_dir, model_options=model_options, amp="off",
                                init_from=init_from, encoder_weights=encoder_weights), recipe)
     values.update(overrides or {})
-    values.setdefault("epochs", TrainConfig().epochs)  # a recipe without its own length: the default's
-    if epochs is not None:
-        values["epochs"] = epochs
+    values["epochs"] = recipe_epochs(recipe, epochs or values.get("epochs"))
     name = _run_name(model, recipe, tag, seed, values["epochs"])
     values["run_name"] = name
     run_dir = Path(runs_dir) / name
@@ -62,6 +60,13 @@ def sample_run(recipe: str, seed: int, epochs: int | None, runs_dir: str, data_r
     else:
         train(TrainConfig.from_dict(values))
     return run_dir
+
+
+def recipe_epochs(recipe: str, epochs: int | None = None) -> int:
+    """`epochs` if given, else the recipe's own length, else TrainConfig's default (a recipe without one)."""
+    from seglab.config import RECIPES, TrainConfig
+
+    return epochs or RECIPES[recipe].get("epochs", TrainConfig().epochs)
 
 
 def _run_name(model: str, recipe: str, tag: str, seed: int, epochs: int) -> str:
@@ -107,8 +112,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tag", default="", help="suffix of the candidate runs' names and of the results files")
     p.add_argument("--report-only", action="store_true", help="write the table from the runs already there")
     args = p.parse_args(argv)
-    from seglab.config import RECIPES, TrainConfig
-
     overrides = _kv(args.set)
     args.model_options = _kv(args.model_option) if args.model_option else (MODEL if args.model == "vit" else {})
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     args.load_start = load_average()
     for seed in seeds:
         common = (args.runs_dir, args.data_root, args.image_size, args.model_options)
-        art_dir = Path(args.runs_dir) / _run_name(args.model, "article", "", seed, 50)
+        art_dir = Path(args.runs_dir) / _run_name(args.model, "article", "", seed, recipe_epochs("article"))
         fast_epochs = overrides.get("epochs")
         if not args.report_only:
             art_dir = sample_run("article", seed, None, *common, model=args.model,
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
             fast_dir = sample_run(args.candidate, seed, fast_epochs, *common, tag=args.tag, overrides=overrides,
                                   model=args.model, encoder_weights=args.encoder_weights)
         else:
-            epochs = fast_epochs or RECIPES[args.candidate].get("epochs", TrainConfig().epochs)
+            epochs = recipe_epochs(args.candidate, fast_epochs)
             fast_dir = Path(args.runs_dir) / _run_name(args.model, args.candidate, args.tag, seed, epochs)
             if not (fast_dir / "metrics.csv").exists() or not (art_dir / "metrics.csv").exists():
                 continue
@@ -157,13 +160,14 @@ def _save(rows: list[dict[str, Any]], args: argparse.Namespace, overrides: dict[
     from seglab.config import RECIPES
 
     cand = args.candidate
-    load = (f"load average (1, 5, 15 min) when this report was written {load_average()}" if args.report_only else
-            f"load average (1, 5, 15 min) at the start {args.load_start}, at the end {load_average()}")
+    now = load_average()
+    load = (f"load average (1, 5, 15 min) when this report was written {now}" if args.report_only else
+            f"load average (1, 5, 15 min) at the start {args.load_start}, at the end {now}")
     fast = {**RECIPES[cand], **overrides}
     meta = dict(model=args.model, encoder_weights=args.encoder_weights, image_size=args.image_size,
                 data_root=args.data_root, model_options=args.model_options, candidate=cand, candidate_recipe=fast,
                 article_recipe=RECIPES["article"], environment=environment(torch.device("cpu")),
-                load_average_at_start=args.load_start, load_average_now=load_average())
+                load_average_at_start=args.load_start, load_average_now=now)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = f"fast_recipe{args.tag}" if (args.model, cand) == ("vit", "fast") else \
         f"recipe_{args.model}_{cand}{args.tag}"

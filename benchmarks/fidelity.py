@@ -205,11 +205,11 @@ def _seglab_batches(train_ds, batch_size: int, generator: torch.Generator):
     last partial one kept), flipped and contrast-jittered as whole float batches by seglab's augment_batch."""
     from seglab.data.augment import AugmentConfig, augment_batch
 
+    aug = AugmentConfig(hflip=0.5, contrast=0.3)
     order = torch.randperm(len(train_ds), generator=generator)
     for i in range(0, len(order), batch_size):
         idx = order[i:i + batch_size]
-        yield augment_batch(train_ds.images[idx], train_ds.masks[idx], AugmentConfig(hflip=0.5, contrast=0.3),
-                            generator)
+        yield augment_batch(train_ds.images[idx], train_ds.masks[idx], aug, generator)
 
 
 def notebook_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds, config: dict[str, Any],
@@ -227,11 +227,14 @@ def notebook_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds
     model = ArticleViT(image_size=image_size, **config)
     if init_state is not None:
         model.load_state_dict(init_state)
-    ds = PilSegmentationFolder(_split_pairs(data_root, "trainval"), image_size=image_size)
-    loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(seed))
-    train_ds = build_dataset("oxford-pets", "trainval", root=data_root, image_size=image_size,
-                             interpolation="nearest", quiet=True) if seglab_data else None
-    data_gen = torch.Generator().manual_seed(seed)
+    if seglab_data:
+        train_ds = build_dataset("oxford-pets", "trainval", root=data_root, image_size=image_size,
+                                 interpolation="nearest", quiet=True)
+        data_gen = torch.Generator().manual_seed(seed)
+    else:
+        ds = PilSegmentationFolder(_split_pairs(data_root, "trainval"), image_size=image_size)
+        loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True,
+                                             generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.Adam(model.parameters(), lr=4e-4)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=12, gamma=0.8)
     criterion = nn.CrossEntropyLoss()

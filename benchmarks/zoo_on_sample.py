@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import RESULTS, SAMPLE_DATA, cpu_name  # noqa: E402
+from benchmarks.common import RESULTS, SAMPLE_DATA, cpu_name, load_average  # noqa: E402
 
 SCRATCH_FINETUNE = ["--encoder-lr-ratio", "1", "--freeze-encoder-epochs", "0"]
 HUB_SEGFORMER = "hf:nvidia/mit-{}"
@@ -93,14 +93,12 @@ def _finished_epochs(run_dir: Path) -> int:
         return len(list(csv.DictReader(f)))
 
 
-def train_one(name: str, options: list[str], args: argparse.Namespace) -> tuple[str, str | None]:
-    """Train (or finish, or reuse) one run; returns (name, None) or (name, why it did not run)."""
+def train_one(name: str, options: list[str], epochs: int, args: argparse.Namespace) -> tuple[str | None, bool]:
+    """Train (or finish, or reuse) one run; returns (None, or why it did not run; whether it trained now)."""
     runs_dir = Path(args.runs_dir)
     run_dir = runs_dir / name
-    model = options[1]
-    epochs = dict(item.split("=", 1) for item in args.epochs_of).get(model, args.epochs)
-    if _finished_epochs(run_dir) >= int(epochs):
-        return name, None
+    if _finished_epochs(run_dir) >= epochs:
+        return None, False
     if (run_dir / "checkpoints" / "last.safetensors").exists():
         cmd = ["seglab", "train", "--resume", str(run_dir), "--quiet"]
     else:
@@ -120,9 +118,9 @@ def train_one(name: str, options: list[str], args: argparse.Namespace) -> tuple[
     if code != 0:
         why = next((ln for ln in reversed(lines) if ln.startswith("error")), lines[-1] if lines else f"exit {code}")
         print(f"{name}: not run ({why})", flush=True)
-        return name, why
+        return why, False
     print(f"{name}: done in {(time.time() - t0) / 60:.1f} min", flush=True)
-    return name, None
+    return None, True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,13 +148,15 @@ def main(argv: list[str] | None = None) -> None:
         if unknown:
             raise SystemExit(f"unknown run(s) {', '.join(unknown)}; --list shows the names")
         runs = {n: runs[n] for n in args.runs.split(",")}
+    epochs_of = {model: int(n) for model, n in (item.split("=", 1) for item in args.epochs_of)}
     order = sorted(runs, key=lambda n: -_COST.get(runs[n][1], 0.3))
-    load_before = os.getloadavg()
+    load_before = load_average()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        outcomes = dict(pool.map(lambda n: train_one(n, runs[n], args), order))
-    load_after = os.getloadavg()
+        results = pool.map(lambda n: train_one(n, runs[n], epochs_of.get(runs[n][1], args.epochs), args), order)
+        outcomes = dict(zip(order, results))
+    load_after = load_average()
 
-    done = [n for n in runs if outcomes[n] is None]
+    done = [n for n in runs if outcomes[n][0] is None]
     compare_dir = Path(args.runs_dir) / "compare"
     subprocess.run(["seglab", "compare", *[str(Path(args.runs_dir) / n) for n in done], "--out", str(compare_dir),
                    "--num-images", "4"], check=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
@@ -165,9 +165,9 @@ def main(argv: list[str] | None = None) -> None:
 
     meta = dict(date=str(date.today()), cpu=cpu_name(), torch=torch.__version__, threads_per_run=args.threads,
                 jobs=args.jobs, epochs=args.epochs, image_size=args.image_size, data_root=args.data_root,
-                load_average_at_start=[round(x, 2) for x in load_before],
-                load_average_at_end=[round(x, 2) for x in load_after],
-                not_run={n: why for n, why in outcomes.items() if why is not None})
+                trained_in_this_call=[n for n, (_, trained) in outcomes.items() if trained],
+                load_average_at_start_of_this_call=load_before, load_average_at_end_of_this_call=load_after,
+                not_run={n: why for n, (why, _) in outcomes.items() if why is not None})
     head = (f"Oxford-IIIT Pet sample ({args.data_root}), {args.image_size}x{args.image_size}, {args.epochs} epochs "
             f"each (except {', '.join(args.epochs_of)}), {args.jobs} runs at once on {meta['cpu']} with "
             f"{args.threads} thread(s) each, torch "

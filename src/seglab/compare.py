@@ -20,7 +20,7 @@ import yaml
 from .errors import SeglabError
 
 _FIELDS = ("model", "recipe", "dataset", "data_root", "val_split", "val_samples", "image_size", "interpolation",
-           "epochs", "seed", "model_options")
+           "epochs", "seed", "model_options", "encoder_weights", "init_from")
 
 
 @dataclass
@@ -188,7 +188,7 @@ def table_row(run: RunSummary) -> dict[str, Any]:
         "run": run.label,
         "model": run.config["model"],
         "parameters": _parameters(run),
-        "weights": _start_weights(run.raw_config or run.config),
+        "weights": _start_weights(run.config),
         "recipe": run.config["recipe"],
         "epochs": run.status,
         "best_pixel_accuracy": max((r["pixel_accuracy"] for r in h), default=nan),
@@ -209,7 +209,7 @@ def table_row(run: RunSummary) -> dict[str, Any]:
 
 def _start_weights(config: dict[str, Any]) -> str:
     """Where the run's weights started: "random", its --encoder-weights or its --init-from."""
-    sources = [str(config[k]) for k in ("encoder_weights", "init_from") if config.get(k)]
+    sources = [str(config[k]) for k in ("encoder_weights", "init_from") if config[k]]
     return " + ".join(sources) or "random"
 
 
