@@ -118,7 +118,8 @@ def step_by_step(steps: int = 20, batch: int = 8, image_size: int = 32, seed: in
     """Train both models on the same batches from the same weights with dropout off; one row per step:
     {step, notebook, seglab, rel_diff}."""
     from seglab.config import TrainConfig
-    from seglab.train import _make_loss, _make_optimizer, train_step
+    from seglab.losses import build_loss
+    from seglab.train import make_optimizer, train_step
 
     dtype = torch.float64 if double else torch.float32
     deterministic = torch.are_deterministic_algorithms_enabled()
@@ -132,8 +133,8 @@ def step_by_step(steps: int = 20, batch: int = 8, image_size: int = 32, seed: in
         # seglab's from its TrainConfig (the article's recipe), through seglab.train's own train_step.
         cfg = TrainConfig(lr=4e-4, amp="off")
         opt_naive = torch.optim.Adam(naive.parameters(), lr=4e-4)
-        opt_ours = _make_optimizer(cfg, ours, torch.device("cpu"))
-        loss_fn = _make_loss(cfg)
+        opt_ours = make_optimizer(cfg, ours, torch.device("cpu"))
+        loss_fn = build_loss(cfg.loss, cfg.class_weights, label_smoothing=cfg.label_smoothing)
         criterion = nn.CrossEntropyLoss()
         rows = []
         for i, (x, y) in enumerate(fixed_batches(steps, batch, image_size, seed, data_root)):
@@ -219,7 +220,7 @@ def notebook_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds
     the same loop fed by seglab's data path instead (cached uint8 split, augmentation on whole float batches), which
     tells a difference made by the data path from one made by the model and the loop."""
     from seglab.data import build_dataset
-    from seglab.train import evaluate
+    from seglab.evaluate import evaluate
 
     torch.manual_seed(seed)
     random.seed(seed)
@@ -260,7 +261,7 @@ def seglab_run(seed: int, epochs: int, data_root: str, image_size: int, val_ds, 
     """seglab's train() with the article's recipe, scored by seglab.evaluate on val_ds. The run is shared with
     benchmarks/fast_recipe.py (same folder and name), so it is trained once for both."""
     from seglab.checkpoint import load_model
-    from seglab.train import evaluate
+    from seglab.evaluate import evaluate
 
     from benchmarks.fast_recipe import sample_run
 

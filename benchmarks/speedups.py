@@ -9,7 +9,7 @@ Experiments (each a pair of seglab training steps that differ in one thing, same
   fuse conv) vs seglab's composed form (each stage's Linear folded into its block of the fuse conv, applied at
   the stage's resolution, upsampled and summed: the same function, src/seglab/models/segformer.py).
 - fused-optimizer: Adam as torch builds it by default on a CPU (a for-loop over the parameters) vs the fused
-  kernel seglab now asks for on CPU as well as CUDA (src/seglab/train.py, _make_optimizer); the article's ViT.
+  kernel seglab now asks for on CPU as well as CUDA (src/seglab/train.py, make_optimizer); the article's ViT.
 - channels-last: the SegNet CNN in NCHW vs channels_last memory format, model and inputs (train.py,
   prepare_model), fp32 and (where native) bf16.
 - bf16-autocast: fp32 vs bf16 autocast on the CPU (opt-in there with --amp bf16; the default on CUDA); the
@@ -40,7 +40,7 @@ if __package__ in (None, ""):
 
 from benchmarks import common  # noqa: E402
 from benchmarks.naive import PilSegmentationFolder, folder_pairs, naive_loader, write_jpeg_folder  # noqa: E402
-from benchmarks.throughput import SeglabContender, _train_rate, decode_once  # noqa: E402
+from benchmarks.throughput import SeglabContender, train_rate, decode_once  # noqa: E402
 from seglab.data.augment import AugmentConfig, augment_batch  # noqa: E402
 
 EXPERIMENTS = ("segformer-decoder", "fused-optimizer", "channels-last", "bf16-autocast", "device-augmentation",
@@ -143,7 +143,7 @@ def experiment(name: str, args: argparse.Namespace, device: torch.device, pairs:
         log(f"{name}: {model} ({amp}) {key} {b} -> {a}")
         before, after = _pairs(model, amp, size, batch, device, data, **change)
         first = {"before": _warm(before, args.warmup), "after": _warm(after, args.warmup)}
-        res = common.interleaved({"before": _train_rate(before, args.steps), "after": _train_rate(after, args.steps)},
+        res = common.interleaved({"before": train_rate(before, args.steps), "after": train_rate(after, args.steps)},
                                  args.rounds)
         precision = "fp32 -> bf16" if key == "amp" else "bf16" if amp == "bf16" else "fp32"
         row = {"experiment": name, "model": model, "precision": precision, "size": size,

@@ -63,7 +63,9 @@ from seglab.config import TrainConfig  # noqa: E402
 from seglab.data.augment import AugmentConfig, augment_batch  # noqa: E402
 from seglab.data.cache import resize_pair  # noqa: E402
 from seglab.models import build_model  # noqa: E402
-from seglab.train import _make_loss, _make_optimizer, autocast_for, prepare_model, train_step  # noqa: E402
+from seglab.device import autocast_for  # noqa: E402
+from seglab.losses import build_loss  # noqa: E402
+from seglab.train import make_optimizer, prepare_model, train_step  # noqa: E402
 
 ALL_MODELS = ("vit", "vit-p8", "segformer-b0", "segformer-b2", "segnet")
 LR = 1e-4  # the step's cost does not depend on it; small so that nothing diverges while timing
@@ -148,14 +150,14 @@ class SeglabContender:
             model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         self.model = model
         if fused is None:
-            self.optimizer = _make_optimizer(TrainConfig(optimizer=optimizer, lr=LR), model, device)
+            self.optimizer = make_optimizer(TrainConfig(optimizer=optimizer, lr=LR), model, device)
         else:
             cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
             self.optimizer = cls(model.parameters(), lr=LR, fused=fused or None)
         self.run = torch.compile(model) if compile_model else model
         self.images, self.masks = data[0].to(device), data[1].to(device)
         self.aug = AugmentConfig(hflip=0.5, contrast=0.3)
-        self.loss_fn = _make_loss(TrainConfig())
+        self.loss_fn = build_loss("ce", "none")  # the article's loss
         self.gen = torch.Generator(device=device).manual_seed(0)
         self.order = torch.randperm(len(self.images)).to(device)
         self.pos = 0
@@ -253,7 +255,7 @@ class HFContender(SeglabContender):
         self.optimizer = torch.optim.AdamW(self.hf.parameters(), lr=LR)
         self.images, self.masks = data[0].to(device), data[1].to(device)
         self.aug = AugmentConfig(hflip=0.5, contrast=0.3)
-        self.loss_fn = _make_loss(TrainConfig())
+        self.loss_fn = build_loss("ce", "none")  # the article's loss
         self.gen = torch.Generator(device=device).manual_seed(0)
         self.order = torch.randperm(len(self.images)).to(device)
         self.pos = 0
@@ -270,7 +272,7 @@ class HFContender(SeglabContender):
 # Measuring
 
 
-def _train_rate(c: Any, steps: int) -> Callable[[], float]:
+def train_rate(c: Any, steps: int) -> Callable[[], float]:
     def block() -> float:
         c.finish()
         t0 = time.perf_counter()
@@ -362,7 +364,7 @@ def measure_case(model_name: str, size: int, settings: Settings, device: torch.d
         flops[c.name] = c.flops_step(x_flops, y_flops) if "compiled" not in c.name else flops[contenders[0].name]
         c.optimizer.zero_grad(set_to_none=True)
 
-    train = common.interleaved({c.name: _train_rate(c, settings.steps) for c in contenders}, settings.rounds)
+    train = common.interleaved({c.name: train_rate(c, settings.steps) for c in contenders}, settings.rounds)
     log("  train img/s: " + ", ".join(f"{k} {np.median(v):.2f}" for k, v in train.items()))
     for c in contenders:
         c.model.eval()

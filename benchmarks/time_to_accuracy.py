@@ -37,7 +37,8 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
 from benchmarks import common  # noqa: E402
 from seglab.config import RECIPES, TrainConfig, apply_recipe  # noqa: E402
 from seglab.models import build_model  # noqa: E402
-from seglab.train import load_datasets, resolve_device, train  # noqa: E402
+from seglab.device import resolve_device  # noqa: E402
+from seglab.train import load_datasets, train  # noqa: E402
 
 TARGETS = {"article ViT (Part 4)": 0.8589, "article CNN (Part 2)": 0.8828}
 QUICK_NOTE = ("--quick: the Oxford-IIIT Pet sample is about a tenth of the real trainval (372 of 3,680 images), "

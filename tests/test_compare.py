@@ -165,6 +165,6 @@ def test_start_weights_column_names_where_a_run_started(runs, tmp_path):
     (started / "config.yaml").write_text(yaml.safe_dump(config))
     rows = compare_runs([runs[0], started], out_dir=None).rows
     assert [r["weights"] for r in rows] == ["random", str(runs[1])]
-    from seglab.compare import _start_weights
+    from seglab.compare import start_weights
 
-    assert _start_weights({"encoder_weights": "imagenet", "init_from": None}) == "imagenet"
+    assert start_weights({"encoder_weights": "imagenet", "init_from": None}) == "imagenet"

@@ -24,7 +24,7 @@ from seglab.errors import SeglabError
 from seglab.export import export_onnx, parity
 from seglab.models import list_models, model_entry, build_model
 from seglab.predict import predict
-from seglab.runtime import OnnxSegmenter
+from seglab.onnx_runtime import OnnxSegmenter
 
 SIZE = 64  # the training size of the tiny models; the odd size is export._odd_size(64) = 41 x 53
 

@@ -11,6 +11,8 @@ torch until a name that needs it is used.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -29,7 +31,7 @@ _EXPORTS = {
     "build_model": ".models",
     "compare_runs": ".compare",
     "create_app": ".serve.app",
-    "evaluate": ".train",
+    "evaluate": ".evaluate",
     "export_onnx": ".export",
     "inspect_dataset": ".data.inspect",
     "list_models": ".models",
@@ -59,6 +61,26 @@ __all__ = [
 ]
 
 
+# Public functions named like the module that defines them (seglab.train, seglab.evaluate, seglab.predict).
+_SHADOWED = frozenset(name for name, module in _EXPORTS.items() if module == f".{name}")
+
+
+class _Package(types.ModuleType):
+    """The seglab package: `seglab.train`, `seglab.evaluate` and `seglab.predict` stay the public functions.
+
+    Importing a submodule makes the import system set it as an attribute of its package (`seglab.train = <module>`),
+    which would hide the function of the same name depending on what was imported first; here the function keeps
+    the name (the module stays in sys.modules, so `from seglab.train import ...` is unchanged)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _SHADOWED and isinstance(value, types.ModuleType):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
@@ -85,4 +107,5 @@ if TYPE_CHECKING:
     from .models.vit import VisionTransformerArgs, VisionTransformerForSegmentation
     from .predict import predict
     from .serve.app import create_app
-    from .train import evaluate, train
+    from .evaluate import evaluate
+    from .train import train

@@ -25,6 +25,7 @@ from .errors import SeglabError, check_file
 _OPTIM = "__optim__/"
 _RNG = "__rng__/"
 FORMAT = "seglab-checkpoint-1"
+CHECKPOINTS_DIR = "checkpoints"  # a run directory's folder of checkpoints (run.py describes the rest of it)
 
 
 def save_checkpoint(
@@ -125,10 +126,10 @@ def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
     """The checkpoint file of a run directory: checkpoints/{which}.safetensors, else last."""
     run_dir = Path(run_dir)
     for name in (which, "last"):
-        p = run_dir / "checkpoints" / f"{name}.safetensors"
+        p = run_dir / CHECKPOINTS_DIR / f"{name}.safetensors"
         if p.exists():
             return p
-    raise SeglabError(f"no checkpoint in {run_dir / 'checkpoints'} (expected best.safetensors or last.safetensors)")
+    raise SeglabError(f"no checkpoint in {run_dir / CHECKPOINTS_DIR} (expected best.safetensors or last.safetensors)")
 
 
 def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

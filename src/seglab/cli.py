@@ -195,17 +195,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_config(checkpoint: str) -> dict[str, Any]:
     """The config.yaml of the run a checkpoint (or run directory) belongs to, as a dict; {} when there is none."""
-    from pathlib import Path
+    from .run import find_run_dir
 
-    p = Path(checkpoint)
-    for folder in (p, p.parent, p.parent.parent):
-        if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir():
-            try:
-                values = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-            except (yaml.YAMLError, OSError, UnicodeDecodeError):
-                return {}
-            return dict(values, run_dir=str(folder)) if isinstance(values, dict) else {}
-    return {}
+    run = find_run_dir(checkpoint)
+    if run is None:
+        return {}
+    try:
+        values = run.read_config()
+    except SeglabError:
+        return {}
+    return dict(values, run_dir=str(run.path))
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -213,7 +212,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from .checkpoint import load_model
     from .data import DEFAULT_SPLITS, build_dataset
-    from .train import evaluate_matrix, resolve_device, write_confusion
+    from .device import resolve_device
+    from .evaluate import evaluate, write_confusion
 
     device = resolve_device(args.device)
     model, header = load_model(args.checkpoint, device)
@@ -240,7 +240,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                           f"{header['model']['num_classes']}")
     print(f"masks: {ds.describe_masks()}")
     t0 = time.perf_counter()
-    m, cm = evaluate_matrix(model, ds, batch_size=args.batch_size, device=device, quiet=args.quiet)
+    m = evaluate(model, ds, batch_size=args.batch_size, device=device, quiet=args.quiet)
+    cm = m.matrix
     secs = time.perf_counter() - t0
     print(f"{header['model']['name']} on {dataset}/{split} ({len(ds)} images, {secs:.1f} s, "
           f"{len(ds) / secs:.1f} img/s)")
@@ -330,7 +331,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_attention(args: argparse.Namespace) -> int:
     from .attention import attention_for_checkpoint
-    from .train import resolve_device
+    from .device import resolve_device
 
     try:
         row, col = (int(v) for v in args.patch.split(","))
@@ -380,7 +381,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare_runs
-    from .train import resolve_device
+    from .device import resolve_device
 
     result = compare_runs(args.runs, args.out, num_images=args.num_images, device=str(resolve_device(args.device)))
     print(result.markdown, end="")

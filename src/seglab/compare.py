@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,9 +17,12 @@ import torch
 import yaml
 
 from .errors import SeglabError
+from .run import RunDir
 
+# The config.yaml fields compare reads: what identifies the validation data and how it was read (a folder run's
+# masks and ignore value), the model and its start weights, and the run's length.
 _FIELDS = ("model", "recipe", "dataset", "data_root", "val_split", "val_samples", "image_size", "interpolation",
-           "epochs", "seed", "model_options", "encoder_weights", "init_from")
+           "masks", "ignore_index", "epochs", "seed", "model_options", "encoder_weights", "init_from")
 
 
 @dataclass
@@ -66,35 +68,15 @@ def read_run(run_dir: str | Path) -> RunSummary:
     """Read a run directory's config.yaml, metrics.csv and train.log (without loading any weights)."""
     from .config import TrainConfig
 
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.exists():
-        raise SeglabError(f"{run_dir} is not a run directory (no config.yaml); pass folders written by `seglab train`")
-    try:
-        raw = yaml.safe_load(cfg_path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SeglabError(f"config file is not valid YAML ({' '.join(str(e).split())}): {cfg_path}") from None
-    if not isinstance(raw, dict):
-        raise SeglabError(f"config file must hold a mapping of TrainConfig fields: {cfg_path}")
+    run = RunDir(Path(run_dir))
+    raw = run.read_config()
     defaults = TrainConfig()
     config = {name: raw.get(name, getattr(defaults, name)) for name in _FIELDS}
-    history: list[dict[str, float]] = []
-    metrics = run_dir / "metrics.csv"
-    if metrics.exists():
-        try:
-            with open(metrics, newline="") as f:
-                history = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-        except (ValueError, csv.Error) as e:
-            raise SeglabError(f"metrics file is damaged ({e}): {metrics}") from None
+    history = run.read_history()
     class_names = [k[4:] for k in history[0] if k.startswith("iou_")] if history else []
     if not class_names:
-        class_names = _class_names_from_checkpoint(run_dir)
-    device = "?"
-    log = run_dir / "train.log"
-    if log.exists():
-        found = re.search(r"; device (\S+?);", log.read_text(errors="replace"))
-        if found:
-            device = found.group(1)
+        class_names = _class_names_from_checkpoint(run.path)
+    run_dir, device = run.path, run.read_device()
     return RunSummary(run_dir, config, history, class_names, device, label=run_dir.name, raw_config=raw)
 
 
@@ -188,7 +170,7 @@ def table_row(run: RunSummary) -> dict[str, Any]:
         "run": run.label,
         "model": run.config["model"],
         "parameters": _parameters(run),
-        "weights": _start_weights(run.config),
+        "weights": start_weights(run.config),
         "recipe": run.config["recipe"],
         "epochs": run.status,
         "best_pixel_accuracy": max((r["pixel_accuracy"] for r in h), default=nan),
@@ -207,7 +189,7 @@ def table_row(run: RunSummary) -> dict[str, Any]:
     return row
 
 
-def _start_weights(config: dict[str, Any]) -> str:
+def start_weights(config: dict[str, Any]) -> str:
     """Where the run's weights started: "random", its --encoder-weights or its --init-from."""
     sources = [str(config[k]) for k in ("encoder_weights", "init_from") if config[k]]
     return " + ".join(sources) or "random"
@@ -342,12 +324,12 @@ def save_comparison_curves(runs: Sequence[RunSummary], path: str | Path) -> None
 def _val_dataset(run: RunSummary, image_size: int | None = None):
     """The run's validation split as its training saw it (at image_size, default the run's)."""
     from .config import TrainConfig
-    from .train import load_split
+    from .evaluate import load_split
 
     c = run.config
     cfg = TrainConfig(dataset=c["dataset"], data_root=c["data_root"], seed=c["seed"], image_size=int(c["image_size"]),
-                      interpolation=c["interpolation"], quiet=True, ignore_index=c.get("ignore_index", 255),
-                      masks=c.get("masks") or {})  # a folder run's masks are read as the run read them
+                      interpolation=c["interpolation"], quiet=True, ignore_index=c["ignore_index"],
+                      masks=c["masks"] or {})  # a folder run's masks are read as the run read them
     return load_split(cfg, c["val_split"], c["val_samples"], image_size)
 
 

@@ -19,6 +19,7 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from .atomic import atomic_write
 from .errors import SeglabError, check_known
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -117,7 +118,7 @@ def _losses() -> tuple[str, ...]:
 
 
 def _interpolations() -> tuple[str, ...]:
-    from .data.cache import INTERPOLATIONS
+    from .data.io import INTERPOLATIONS
 
     return tuple(INTERPOLATIONS)
 
@@ -176,7 +177,8 @@ class TrainConfig:
     warmup_epochs: float = option(0.0, "linear warm-up in epochs (cosine, poly; onecycle's rise)", low=0)
     label_smoothing: float = option(0.0, "cross-entropy label smoothing", low=0, high=1)
     encoder_lr_ratio: float = option(1.0, "the model's encoder (its pretrained part) learns at LR times this "
-                                          "(finetune: 0.1); norms and biases then get no weight decay",
+                                          f"(finetune: {RECIPES['finetune']['encoder_lr_ratio']}); norms and biases then get no "
+                                          "weight decay",
                                      low=0, high=1, low_open=True)
     freeze_encoder_epochs: int = option(0, "keep the encoder frozen (no gradients, BatchNorm statistics fixed) "
                                            "for the first N epochs", low=0)
@@ -258,7 +260,16 @@ class TrainConfig:
                               f"(*-efficientnet-lite0, vit-b16, segformer-*); {self.model} has none")
 
     def to_yaml(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(dataclasses.asdict(self), sort_keys=False))
+        text = yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+        atomic_write(Path(path), lambda tmp: tmp.write_text(text))
+
+    def with_default_splits(self) -> TrainConfig:
+        """This config with unset train_split / val_split filled with the dataset's own (data.DEFAULT_SPLITS)."""
+        from .data import DEFAULT_SPLITS
+
+        train_split, val_split = DEFAULT_SPLITS.get(self.dataset, ("train", "val"))
+        return dataclasses.replace(self, train_split=self.train_split or train_split,
+                                   val_split=self.val_split or val_split)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:

@@ -2,7 +2,7 @@
 
 export_onnx() captures the model with torch.export (the graph capture behind torch.onnx.export's dynamo-based
 exporter, the one PyTorch recommends and torch 2.13's default), translates it to ONNX with onnxscript, runs the
-ONNX checker, writes the metadata that runtime.py needs to serve the file without torch, and compares ONNX
+ONNX checker, writes the metadata that onnx_runtime.py needs to serve the file without torch, and compares ONNX
 Runtime's logits with PyTorch's on CPU at the example size and at an odd size.
 
 Traps handled here, reproduced on seglab's own models:
@@ -13,7 +13,7 @@ Traps handled here, reproduced on seglab's own models:
   dropped: SegFormer exported at 64x64 with its old `if pad:` was off by 1e-2 at 75x100, with no error. seglab's
   models avoid such branches; export_onnx() also verifies it: the graph must give PyTorch's logits at an odd size
   (not a multiple of 2, 16 or 32), else it is exported again with a fixed height and width (recorded in the
-  metadata; runtime.py resizes every image to that size anyway), so the file is never silently wrong.
+  metadata; onnx_runtime.py resizes every image to that size anyway), so the file is never silently wrong.
 - One file: external_data=False keeps the weights inside the .onnx (fine below ONNX's 2 GB protobuf limit; the
   largest seglab model, SegFormer-B5, is ~340 MB in fp32).
 """

@@ -21,6 +21,7 @@ with no pixels gets weight 1.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Sequence
 
 import torch
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from .errors import SeglabError
 
 LOSSES = ("ce", "dice", "focal", "jaccard", "ce+dice")
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C, H, W) float, masks (B, H, W)) -> loss
 _EPS = 1e-6  # keeps dice's ratio finite when a class has no pixels and no probability mass
 
 

@@ -3,32 +3,29 @@
 predict() holds one batch of decoded images at a time: a background thread decodes the next batch (into a queue
 of at most one batch) while the model runs on this one, and each batch's masks and overlays are written before the
 next is taken, so memory stays flat whatever the number of images. It runs a checkpoint or run directory on
-PyTorch, or an .onnx file on ONNX Runtime (runtime.py; this module imports torch only for the former). Under
+PyTorch, or an .onnx file on ONNX Runtime (segmenter.load_segmenter; this module imports torch only for the former). Under
 torchrun each rank predicts its own share of the inputs (rank r takes inputs r, r + N, r + 2N, ... of the sorted
 list) and writes its own outputs.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .data.io import IMAGE_SUFFIXES, INTERPOLATIONS, list_images, read_image
+from .atomic import atomic_write, write_error
+from .data.io import IMAGE_SUFFIXES, list_images, read_image
 from .errors import SeglabError
 from .palette import overlay
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
+from .segmenter import Segmenter, TorchSegmenter, load_segmenter
 
 
 @dataclass
@@ -77,80 +74,17 @@ def _check_stems(paths: list[Path]) -> None:
         seen[p.stem] = p
 
 
-def predict_images(
-    model: nn.Module,
-    images: list[Image.Image],
-    image_size: int,
-    interpolation: str = "nearest",
-    device: torch.device | str | None = None,
-) -> list[np.ndarray]:
-    """Class-id masks (H, W) uint8 at each image's own size: resize to the model's size, predict, resize logits back."""
-    import torch
-    import torch.nn.functional as F
-
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.eval()
-    with torch.inference_mode():
-        x = torch.stack([
-            torch.from_numpy(np.array(im.resize((image_size, image_size), INTERPOLATIONS[interpolation])))
-            .permute(2, 0, 1)
-            for im in images
-        ]).to(device).float().div_(255.0)  # (B, 3, S, S)
-        logits = model(x).float()  # (B, C, S, S)
-        masks = []
-        for im, lg in zip(images, logits):
-            w, h = im.size
-            up = F.interpolate(lg[None], size=(h, w), mode="bilinear", align_corners=False)  # (1, C, H, W)
-            masks.append(up[0].argmax(0).byte().cpu().numpy())
-    return masks
-
-
-class TorchSegmenter:
-    """A seglab checkpoint (or a run directory's best) on PyTorch, with runtime.OnnxSegmenter's interface."""
-
-    backend = "pytorch"
-
-    def __init__(self, checkpoint: str | Path, device: str = "auto"):
-        from .checkpoint import load_model
-        from .palette import palette
-        from .train import resolve_device
-
-        self.device = resolve_device(device)
-        self.model, header = load_model(checkpoint, self.device)
-        spec = header["model"]
-        self.name = spec["name"]
-        self.image_size = int(header.get("image_size", spec["image_size"]))
-        self.interpolation = header.get("interpolation", "nearest")
-        n = int(spec["num_classes"])
-        self.class_names = list(header.get("class_names") or [f"class {i}" for i in range(n)])
-        self.colors = palette(n)[:n].tolist()
-        self.parameters = sum(p.numel() for p in self.model.parameters())
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
-        if not images:
-            return []
-        return predict_images(self.model, images, self.image_size, self.interpolation, self.device)
-
-
 def _outputs(out_dir: Path, p: Path) -> tuple[Path, Path]:
     return out_dir / f"{p.stem}_mask.png", out_dir / f"{p.stem}_overlay.png"
 
 
 def _save(picture: Image.Image, path: Path, done: int) -> None:
-    """Write a PNG through a temporary file and a rename: an interrupted run never leaves a torn PNG, so
-    --skip-existing can trust every file it finds."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        what = "the disk is full" if e.errno == errno.ENOSPC else f"cannot write ({e})"
-        raise SeglabError(f"{what}: {path}; {done} image(s) were done before it") from None
+    """Write a PNG atomically: an interrupted run never leaves a torn PNG, so --skip-existing can trust every file
+    it finds."""
+    def error(e: OSError, where: Path) -> SeglabError:
+        return SeglabError(f"{write_error(e, where)}; {done} image(s) were done before it")
+
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"), error=error)
 
 
 def _batches(paths: list[Path], batch_size: int, depth: int = 1) -> Iterator[list[tuple[Path, Any]]]:
@@ -201,7 +135,7 @@ def _batches(paths: list[Path], batch_size: int, depth: int = 1) -> Iterator[lis
             thread.join(timeout=0.05)
 
 
-def _shard(paths: list[Path], segmenter: Any) -> tuple[list[Path], int, int, bool]:
+def _shard(paths: list[Path], segmenter: Segmenter) -> tuple[list[Path], int, int, bool]:
     """This process's share of the inputs under torchrun: rank r of N takes r, r + N, ... (every input once).
 
     Returns (share, rank, world size, whether this call joined the process group)."""
@@ -244,8 +178,6 @@ def predict(
         raise SeglabError(f"batch_size must be a positive integer, not {batch_size!r}")
     if skip_existing and out_dir is None:
         raise SeglabError("skip_existing (--skip-existing) needs an output folder (--out)")
-    from .runtime import load_segmenter
-
     segmenter = load_segmenter(checkpoint, device=device)
     paths = _expand(inputs)
     if out_dir is not None:

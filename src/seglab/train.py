@@ -4,12 +4,14 @@ optional torch.compile, DDP under torchrun, atomic checkpoints every epoch, exac
 `train()` reads as its phases: resolve the config -> build (device, data, model, optimizer, scheduler, loss) ->
 restore (or start) the run directory -> for each epoch: one epoch of steps, end of epoch (evaluate, log,
 checkpoint) -> finish. Where each concept lives:
-  the loss                  _make_loss
+  the loss                  make_loss
   parameter groups          _param_groups (what trains, and at which learning rate)
-  optimizer / scheduler     _make_optimizer / _make_scheduler
+  optimizer / scheduler     make_optimizer / _make_scheduler
   one optimizer step        train_step (gradient clipping goes between its backward() and step())
   per-step additions        _one_epoch, after train_step (e.g. an EMA of the weights)
   what a checkpoint holds   _end_of_epoch
+Elsewhere: the device (device.py), evaluation (evaluate.py), the run directory's files (run.py), --init-from
+(finetune.py).
 
 Determinism: every epoch reseeds its own random streams from (seed, epoch) — the shuffle, the augmentation and
 dropout — so a run resumed at an epoch boundary replays exactly what an uninterrupted run does (on CPU).
@@ -17,35 +19,33 @@ dropout — so a run resumed at an epoch boundary replays exactly what an uninte
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from . import distributed as dist
 from .checkpoint import load_weights, read_checkpoint, restore_optimizer, save_checkpoint
 from .config import TrainConfig
-from .data import DEFAULT_SPLITS, SegmentationDataset, build_dataset
+from .data import SegmentationDataset
 from .data.augment import AugmentConfig, augment_batch, to_float
 from .data.checks import check_splits
+from .device import autocast_for, resolve_device
 from .errors import SeglabError
-from .finetune import param_groups, set_encoder_frozen
-from .losses import build_loss
-from .metrics import IGNORE_INDEX, ConfusionMatrix, per_class_line
+from .evaluate import evaluate, load_split, write_confusion
+from .finetune import load_init_from, param_groups, set_encoder_frozen
+from .losses import LossFn, build_loss
+from .metrics import IGNORE_INDEX, per_class_line
 from .models import build_model
-from .models.segformer import Segformer
-from .models.weights import HUB_PREFIX, hub_download
-from .viz import grid_image, save_confusion, save_curves, save_gif
+from .run import RunDir, start_line
+from .viz import grid_image, save_curves, save_gif
 
 
 @dataclass
@@ -56,50 +56,14 @@ class TrainResult:
     model: nn.Module | None = None  # the trained model (unwrapped from DDP / compile)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """cuda, then mps, then cpu for "auto"; a named device must be available."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SeglabError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise SeglabError("--device mps: MPS is not available on this machine; use --device cpu or auto")
-    return torch.device(name)
-
-
-def autocast_for(device: torch.device, amp: str) -> torch.autocast:
-    """bf16 autocast on CUDA when amp is auto, anywhere when bf16, never when off."""
-    enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
 
 
-def load_split(cfg: TrainConfig, split: str, samples: int | None = None,
-               image_size: int | None = None) -> SegmentationDataset:
-    """One split of cfg.dataset as a run with `cfg` sees it (the first `samples`, at image_size or cfg's size)."""
-    options: dict[str, Any] = {}
-    if cfg.dataset == "synthetic":
-        options = {"seed": cfg.seed} if samples is None else {"count": samples, "seed": cfg.seed}
-    if cfg.dataset == "folder":
-        options = {"ignore_index": cfg.ignore_index, "mask_format": cfg.masks or None}
-    ds = build_dataset(cfg.dataset, split, root=cfg.data_root, download=cfg.download,
-                       image_size=image_size or cfg.image_size, interpolation=cfg.interpolation,
-                       skip_bad=cfg.skip_bad, quiet=cfg.quiet, **options)
-    if samples is not None and cfg.dataset != "synthetic" and samples < len(ds):
-        ds = dataclasses.replace(ds, images=ds.images[:samples], masks=ds.masks[:samples], ids=ds.ids[:samples])
-    return ds
-
-
 def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
     """The training and validation splits of cfg.dataset at cfg.image_size."""
-    cfg = _with_splits(cfg)
+    cfg = cfg.with_default_splits()
+
     def one(split: str, samples: int | None) -> SegmentationDataset:
         return load_split(cfg, split, samples)
 
@@ -116,14 +80,10 @@ def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDa
     return train_ds, val_ds
 
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits (B, C, H, W) float, masks (B, H, W)) -> loss
-
-
-def _make_loss(cfg: TrainConfig, train_ds: SegmentationDataset | None = None) -> LossFn:
+def make_loss(cfg: TrainConfig, train_ds: SegmentationDataset) -> LossFn:
     """The training loss (cfg.loss: cross-entropy by default, the article's), ignoring 255, with cfg.class_weights
     (auto: from the training split's pixels per class) and cfg.label_smoothing (cross-entropy)."""
-    counts = train_ds.pixel_counts() if train_ds is not None else None
-    return build_loss(cfg.loss, cfg.class_weights, ignore_index=IGNORE_INDEX, pixel_counts=counts,
+    return build_loss(cfg.loss, cfg.class_weights, ignore_index=IGNORE_INDEX, pixel_counts=train_ds.pixel_counts(),
                       label_smoothing=cfg.label_smoothing)
 
 
@@ -148,7 +108,7 @@ def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
     return [{"params": [p for p in model.parameters() if p.requires_grad]}]
 
 
-def _make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(cfg: TrainConfig, model: nn.Module, device: torch.device) -> torch.optim.Optimizer:
     groups = _param_groups(cfg, model)
     # Fused Adam/AdamW: one kernel for all parameters, on CPU too (torch >= 2.4): 1.07x the training images/s of
     # the for-loop Adam on the 86M-parameter ViT (benchmarks/results/speedups-cpu-1thread.md, fused-optimizer).
@@ -196,95 +156,21 @@ def _make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_pe
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
 
 
-@torch.inference_mode()
-def evaluate(
-    model: nn.Module,
-    dataset: SegmentationDataset,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-    amp: str = "auto",
-    quiet: bool = True,
-    loss_fn: LossFn | None = None,
-) -> dict[str, float]:
-    """Exact metrics over a whole split: pixel accuracy, the article's IoU, per-class IoU and Dice, mIoU and the
-    loss (cross-entropy per pixel, or loss_fn's mean over images when given).
-
-    Under torchrun each rank evaluates its shard and the confusion matrices are summed over ranks.
-    """
-    return evaluate_matrix(model, dataset, batch_size, device, amp, quiet, loss_fn)[0]
-
-
-@torch.inference_mode()
-def evaluate_matrix(
-    model: nn.Module,
-    dataset: SegmentationDataset,
-    batch_size: int = 64,
-    device: torch.device | str | None = None,
-    amp: str = "auto",
-    quiet: bool = True,
-    loss_fn: LossFn | None = None,
-) -> tuple[dict[str, float], ConfusionMatrix]:
-    """evaluate(), and the confusion matrix behind it (rows: truth, columns: prediction)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    cm = ConfusionMatrix(dataset.num_classes, device=device)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    pixels = torch.zeros((), dtype=torch.float64, device=device)
-    idx = torch.arange(dist.rank(), len(dataset), dist.world_size())
-    for start in tqdm(range(0, len(idx), batch_size), desc="eval", disable=quiet, leave=False):
-        b = idx[start:start + batch_size]
-        x = to_float(dataset.images[b].to(device, non_blocking=True))  # (B, 3, H, W)
-        y = dataset.masks[b].to(device, non_blocking=True).long()  # (B, H, W)
-        with autocast_for(device, amp):
-            logits = model(x)  # (B, C, H, W)
-        if loss_fn is None:
-            loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum").double()
-            pixels += (y != IGNORE_INDEX).sum()
-        else:
-            loss_sum += loss_fn(logits.float(), y).double() * len(b)
-            pixels += len(b)
-        cm.update(logits, y)
-    dist.all_reduce_sum(cm.matrix)
-    dist.all_reduce_sum(loss_sum)
-    dist.all_reduce_sum(pixels)
-    model.train(was_training)
-    out = cm.summary(dataset.class_names)
-    out["loss"] = (loss_sum / pixels.clamp(min=1)).item()
-    return out, cm
-
-
-def _new_run_dir(cfg: TrainConfig) -> Path:
+def _new_run_dir(cfg: TrainConfig) -> RunDir:
     name = cfg.run_name or f"{cfg.model}-{cfg.dataset}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    run_dir = Path(cfg.out_dir) / name
+    path = Path(cfg.out_dir) / name
     if dist.is_distributed():  # every rank must use rank 0's name
-        box = [str(run_dir)]
+        box = [str(path)]
         torch.distributed.broadcast_object_list(box, src=0)
-        run_dir = Path(box[0])
+        path = Path(box[0])
+    run_dir = RunDir(path)
     if dist.is_main():
-        if (run_dir / "checkpoints" / "last.safetensors").exists():
-            raise SeglabError(f"run directory {run_dir} already holds a run; resume it with --resume {run_dir} "
+        if run_dir.checkpoint("last").exists():
+            raise SeglabError(f"run directory {path} already holds a run; resume it with --resume {path} "
                               "or choose another --run-name")
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+        run_dir.make_folders()
     dist.barrier()
     return run_dir
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _fmt(v: Any) -> Any:
@@ -340,7 +226,7 @@ class _Run:
     vis_x: torch.Tensor  # (V, 3, H, W) float: the fixed validation images drawn each epoch
     vis_y: torch.Tensor  # (V, H, W) int64, on the CPU
     warnings: list[str] = field(default_factory=list)  # from the pre-flight checks, logged once
-    run_dir: Path = Path()
+    run_dir: RunDir = RunDir(Path())
     start_epoch: int = 0
     best: float = -math.inf
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -356,8 +242,7 @@ class _Run:
     def log(self, msg: str) -> None:
         """A line in train.log (rank 0), and on the terminal unless quiet."""
         if dist.is_main():
-            with open(self.run_dir / "train.log", "a") as f:
-                f.write(msg + "\n")
+            self.run_dir.log(msg)
             if not self.cfg.quiet:
                 tqdm.write(msg)
 
@@ -393,13 +278,7 @@ def resolve_config(config: TrainConfig | None = None, resume: str | Path | None 
     else:
         cfg = config if config is not None else TrainConfig()
     cfg.validate()
-    return _with_splits(cfg)
-
-
-def _with_splits(cfg: TrainConfig) -> TrainConfig:
-    """cfg with unset train_split / val_split filled with the dataset's own (DEFAULT_SPLITS)."""
-    train_split, val_split = DEFAULT_SPLITS.get(cfg.dataset, ("train", "val"))
-    return dataclasses.replace(cfg, train_split=cfg.train_split or train_split, val_split=cfg.val_split or val_split)
+    return cfg.with_default_splits()
 
 
 def _build(cfg: TrainConfig, resuming: bool) -> _Run:
@@ -422,7 +301,7 @@ def _build(cfg: TrainConfig, resuming: bool) -> _Run:
         options["encoder_weights"] = cfg.encoder_weights
     raw_model = build_model(cfg.model, num_classes=train_ds.num_classes, image_size=cfg.image_size, **options)
     if cfg.init_from and not resuming:  # a resumed run's weights come from its own checkpoint
-        _load_init_from(raw_model, cfg.init_from)
+        load_init_from(raw_model, cfg.init_from)
     raw_model.to(device)
     channels_last = prepare_model(raw_model, device)
     model = raw_model
@@ -435,11 +314,11 @@ def _build(cfg: TrainConfig, resuming: bool) -> _Run:
     per_rank_batch = cfg.batch_size // world
     per_rank_samples = math.ceil(len(train_ds) / world)
     steps_per_epoch = math.ceil(per_rank_samples / per_rank_batch)
-    optimizer = _make_optimizer(cfg, raw_model, device)
+    optimizer = make_optimizer(cfg, raw_model, device)
     scheduler, per_step = _make_scheduler(cfg, optimizer, steps_per_epoch)
     n_vis = min(cfg.num_vis, len(val_ds))
     return _Run(cfg=cfg, device=device, train_ds=train_ds, val_ds=val_ds, raw_model=raw_model, model=model,
-                optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=_make_loss(cfg, train_ds),
+                optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=make_loss(cfg, train_ds),
                 warnings=warnings,
                 channels_last=channels_last, per_rank_batch=per_rank_batch, per_rank_samples=per_rank_samples,
                 steps_per_epoch=steps_per_epoch, images=train_ds.images.to(device), masks=train_ds.masks.to(device),
@@ -450,8 +329,8 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
     """A new run directory, or the resumed run's: its last checkpoint's weights, optimizer, scheduler, epoch."""
     cfg = run.cfg
     if resume is not None:
-        run.run_dir = Path(resume)
-        last = run.run_dir / "checkpoints" / "last.safetensors"
+        run.run_dir = RunDir(Path(resume))
+        last = run.run_dir.checkpoint("last")
         if last.exists():
             tensors, header = read_checkpoint(last)
             load_weights(run.raw_model, tensors, last)
@@ -460,18 +339,17 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
             run.start_epoch = int(header["epoch"])
             run.best = float(header.get("best", -math.inf))
         # else: stopped before its first checkpoint: start again from epoch 0 in the same directory
-        for d in ("checkpoints", "figures"):
-            (run.run_dir / d).mkdir(parents=True, exist_ok=True)
+        run.run_dir.make_folders()
         if dist.is_main():
-            rows = [r for r in _read_metrics(run.run_dir / "metrics.csv") if int(r["epoch"]) <= run.start_epoch]
-            _write_metrics(run.run_dir / "metrics.csv", rows)  # drop rows of an epoch that was not checkpointed
+            rows = [r for r in run.run_dir.read_metrics() if int(r["epoch"]) <= run.start_epoch]
+            run.run_dir.write_metrics(rows)  # drop rows of an epoch that was not checkpointed
         if not run.quiet:
-            print(f"resuming {run.run_dir} after epoch {run.start_epoch}/{cfg.epochs}")
+            print(f"resuming {run.run_dir.path} after epoch {run.start_epoch}/{cfg.epochs}")
     else:
         run.run_dir = _new_run_dir(cfg)
         if dist.is_main():
-            cfg.to_yaml(run.run_dir / "config.yaml")
-    run.history = _read_metrics(run.run_dir / "metrics.csv") if dist.is_main() else []
+            cfg.to_yaml(run.run_dir.config_path)
+    run.history = run.run_dir.read_metrics() if dist.is_main() else []
 
     train_ds, val_ds = run.train_ds, run.val_ds
     if train_ds.skipped or val_ds.skipped:  # reported in train.log too, so a --quiet run keeps the record
@@ -487,9 +365,9 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
             print(line)
     if run.start_epoch == 0:
         n_params = sum(p.numel() for p in run.raw_model.parameters())
-        run.log(f"model {cfg.model}: {n_params:,} parameters; data {cfg.dataset}: {len(train_ds)} train / "
-                f"{len(val_ds)} val at {cfg.image_size}x{cfg.image_size}; device {run.device}; "
-                f"world size {run.world}")
+        size = f"{cfg.image_size}x{cfg.image_size}"
+        run.log(start_line(cfg.model, n_params, cfg.dataset, len(train_ds), len(val_ds), size, str(run.device),
+                           run.world))
 
 
 def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
@@ -524,7 +402,7 @@ def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
         first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
         if step % 20 == 19 or step == steps - 1:
             if first_bad.item() >= 0:
-                last_ckpt = run.run_dir / "checkpoints" / "last.safetensors"
+                last_ckpt = run.run_dir.checkpoint("last")
                 kept = (f"The last good checkpoint is {last_ckpt}" if epoch > 0 and last_ckpt.exists()
                         else "No epoch had finished, so no checkpoint was written")
                 raise SeglabError(
@@ -543,8 +421,9 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
     cfg, raw_model, train_ds, val_ds = run.cfg, run.raw_model, run.train_ds, run.val_ds
     dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
     custom = run.loss_fn if (cfg.loss != "ce" or cfg.class_weights != "none") else None
-    val, cm = evaluate_matrix(raw_model if not cfg.compile else run.model, val_ds, cfg.eval_batch_size, run.device,
-                              cfg.amp, run.quiet, loss_fn=custom)
+    val = evaluate(raw_model if not cfg.compile else run.model, val_ds, cfg.eval_batch_size, run.device, cfg.amp,
+                   run.quiet, loss_fn=custom)
+    cm = val.matrix
     seconds = time.perf_counter() - stats["t0"]
     row: dict[str, Any] = {
         "epoch": epoch + 1,
@@ -559,21 +438,20 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
     run.best = max(run.best, row["miou"])
     if dist.is_main():
         run.history.append({k: _fmt(v) for k, v in row.items()})
-        _write_metrics(run.run_dir / "metrics.csv", run.history)
+        run.run_dir.write_metrics(run.history)
         if len(run.vis_x):  # --num-vis 0 draws no grid (and so no progress GIF)
             with torch.inference_mode():
                 raw_model.eval()
                 pred = raw_model(run.vis_x).argmax(1).cpu()
             figure = grid_image(run.vis_x.cpu(), run.vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}")
-            figure.save(run.run_dir / "figures" / f"epoch_{epoch + 1:03d}.png")
+            figure.save(run.run_dir.figures / f"epoch_{epoch + 1:03d}.png")
         meta = {"model": raw_model.seglab_spec, "epoch": epoch + 1, "best": run.best,
                 "metrics": {k: float(v) for k, v in row.items()}, "class_names": list(train_ds.class_names),
                 "image_size": cfg.image_size, "interpolation": cfg.interpolation}
-        write_confusion(cm, train_ds.class_names, run.run_dir, f"{val_ds.split}, epoch {epoch + 1}")
-        ckpts = run.run_dir / "checkpoints"
-        save_checkpoint(ckpts / "last.safetensors", raw_model, meta, run.optimizer, run.scheduler)
+        write_confusion(cm, train_ds.class_names, run.run_dir.path, f"{val_ds.split}, epoch {epoch + 1}")
+        save_checkpoint(run.run_dir.checkpoint("last"), raw_model, meta, run.optimizer, run.scheduler)
         if improved:
-            save_checkpoint(ckpts / "best.safetensors", raw_model, meta)
+            save_checkpoint(run.run_dir.checkpoint("best"), raw_model, meta)
     article = f"IoU(article) {row['article_iou']:.4f}, " if "article_iou" in row else ""
     run.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
             f"pixel acc {row['pixel_accuracy']:.4f}, {article}mIoU {row['miou']:.4f}, lr {row['lr']:.3g}, "
@@ -585,7 +463,7 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
 def _finish(run: _Run) -> TrainResult:
     """The progress GIF and the curves (rank 0); the last epoch's metrics, the same on every rank."""
     dist.broadcast_buffers(run.raw_model)
-    figures = run.run_dir / "figures"
+    figures = run.run_dir.figures
     if dist.is_main():
         save_gif(sorted(figures.glob("epoch_*.png")), figures / "progress.gif")
         if run.history:
@@ -595,52 +473,4 @@ def _finish(run: _Run) -> TrainResult:
         box = [final]
         torch.distributed.broadcast_object_list(box, src=0)
         final = box[0]
-    return TrainResult(run_dir=run.run_dir, metrics=final, history=run.history, model=run.raw_model)
-
-
-def write_confusion(cm: ConfusionMatrix, class_names: tuple[str, ...], folder: Path, title: str = "") -> None:
-    """FOLDER/confusion.csv (pixel counts, rows: truth) and FOLDER/figures/confusion.png (row shares)."""
-    cm.to_csv(folder / "confusion.csv", class_names)
-    (folder / "figures").mkdir(parents=True, exist_ok=True)
-    save_confusion(cm.matrix, class_names, folder / "figures" / "confusion.png",
-                   title=f"confusion matrix ({title}; rows: truth)" if title else "")
-
-
-def _load_init_from(model: nn.Module, path: str) -> None:
-    """--init-from: load a seglab checkpoint's weights into model, or HF Segformer weights into a segformer-*;
-    from a local path or the Hugging Face Hub (hf:owner/repo[/file][@revision], downloaded once and cached)."""
-    if path.startswith(HUB_PREFIX):
-        p = hub_download(path)
-        if p.suffix != ".safetensors" or not _is_seglab_checkpoint(p):
-            p = p.parent if (p.parent / "config.json").is_file() else p  # HF layout: the snapshot folder
-    else:
-        p = Path(path)
-    if not p.exists():
-        raise SeglabError(f"--init-from {path}: no such file or folder")
-    why = ""
-    if p.suffix == ".safetensors" or p.is_dir():
-        try:
-            tensors, header = read_checkpoint(p)
-        except SeglabError as e:
-            header, why = None, f" ({e})"
-        if header is not None:
-            load_weights(model, tensors, p)
-            return
-    if isinstance(model, Segformer):
-        from .models.segformer_hf import load_hf_weights
-
-        load_hf_weights(model, p)
-        return
-    raise SeglabError(f"--init-from {path}: not a seglab checkpoint{why}, and {model.__class__.__name__} imports no "
-                      "other weights")
-
-
-def _is_seglab_checkpoint(path: Path) -> bool:
-    """Does this .safetensors file carry seglab's header (rather than HF's layout)?"""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            return "seglab" in (f.metadata() or {})
-    except Exception:  # noqa: BLE001 - unreadable: the loaders below say why, naming the file
-        return False
+    return TrainResult(run_dir=run.run_dir.path, metrics=final, history=run.history, model=run.raw_model)

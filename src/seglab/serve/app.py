@@ -180,11 +180,11 @@ def create_app(
     max_pixels: int | None = 64_000_000,
 ) -> FastAPI:
     """The FastAPI app serving one model: a checkpoint or run directory (PyTorch) or an .onnx file (ONNX Runtime,
-    no torch), or an already loaded `segmenter` (runtime.Segmenter). See the module docstring for the routes."""
+    no torch), or an already loaded `segmenter` (segmenter.Segmenter). See the module docstring for the routes."""
     if segmenter is None:
         if model_path is None:
             raise SeglabError("create_app needs a model: a checkpoint, a run directory or an .onnx file")
-        from ..runtime import load_segmenter
+        from ..segmenter import load_segmenter
 
         segmenter = load_segmenter(model_path, device=device)
     if not max_upload_mb > 0:

@@ -6,8 +6,8 @@ reads it, resizes images to that size, runs the graph and resizes the logits bac
 the same bilinear rule as PyTorch's F.interpolate(align_corners=False), so its masks are those of `seglab predict`
 on the checkpoint (up to float rounding at class boundaries).
 
-load_segmenter(path) gives an OnnxSegmenter for an .onnx file and a predict.TorchSegmenter for a checkpoint or a
-run directory (that one imports torch); both answer the same calls, for `seglab predict` and `seglab serve`.
+OnnxSegmenter answers segmenter.Segmenter's calls, as the PyTorch backend does; segmenter.load_segmenter picks
+the backend for a path.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -23,22 +22,6 @@ from PIL import Image
 from .data.io import INTERPOLATIONS
 from .errors import SeglabError
 from .palette import palette
-
-
-class Segmenter(Protocol):
-    """What `seglab predict` and `seglab serve` need from a model, whatever runs it."""
-
-    name: str
-    class_names: list[str]
-    colors: list[list[int]]
-    image_size: int
-    interpolation: str
-    parameters: int
-    backend: str
-
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
-        """Class-id masks (H, W) uint8 at each image's own size."""
-        ...
 
 
 def _resize_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
@@ -137,10 +120,4 @@ class OnnxSegmenter:
         return [upsampled_argmax(lg, (im.size[1], im.size[0])) for im, lg in zip(images, logits)]
 
 
-def load_segmenter(path: str | os.PathLike[str], device: str = "auto") -> Any:
-    """An OnnxSegmenter for an .onnx file, else a predict.TorchSegmenter for a checkpoint or run directory."""
-    if str(path).endswith(".onnx"):
-        return OnnxSegmenter(path)
-    from .predict import TorchSegmenter  # imports torch
-
-    return TorchSegmenter(path, device=device)
+__all__ = ["OnnxSegmenter", "resize_bilinear", "to_input", "upsampled_argmax"]
