@@ -114,3 +114,16 @@ def _absolute(path: Path) -> list[tuple[str, list[str], int]]:
             if local:
                 out.append((node.module, [a.name for a in node.names], node.lineno))
     return out
+
+
+def test_package_names_stay_the_functions_whatever_was_imported_first():
+    import subprocess
+    import sys
+
+    code = ("import seglab.train, seglab.evaluate, seglab.predict\n"
+            "from seglab import evaluate, predict, train\n"
+            "import seglab\n"
+            "print(all(callable(f) and f.__name__ == n for f, n in ((train, 'train'), (evaluate, 'evaluate'), "
+            "(predict, 'predict'), (seglab.evaluate, 'evaluate'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"

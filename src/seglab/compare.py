@@ -321,7 +321,7 @@ def save_comparison_curves(runs: Sequence[RunSummary], path: str | Path) -> None
     plt.close(fig)
 
 
-def _val_dataset(run: RunSummary, image_size: int | None = None):
+def validation_split(run: RunSummary, image_size: int | None = None):
     """The run's validation split as its training saw it (at image_size, default the run's)."""
     from .config import TrainConfig
     from .evaluate import load_split
@@ -352,11 +352,11 @@ def predictions_figure(runs: Sequence[RunSummary], num_images: int = 7, device: 
     if not with_ckpt:
         return None
     size = max(int(r.config["image_size"]) for r, _ in with_ckpt)
-    shown = _val_dataset(with_ckpt[0][0], size)
+    shown = validation_split(with_ckpt[0][0], size)
     n = min(num_images, len(shown))
     panels = []
     for run, ckpt in with_ckpt:
-        ds = _val_dataset(run)
+        ds = validation_split(run)
         model, header = load_model(ckpt, device)
         x = to_float(ds.images[:n].to(device))  # (n, 3, h, w)
         pred = model(x).argmax(1, keepdim=True).float()  # (n, 1, h, w)
