@@ -177,8 +177,8 @@ class TrainConfig:
     warmup_epochs: float = option(0.0, "linear warm-up in epochs (cosine, poly; onecycle's rise)", low=0)
     label_smoothing: float = option(0.0, "cross-entropy label smoothing", low=0, high=1)
     encoder_lr_ratio: float = option(1.0, "the model's encoder (its pretrained part) learns at LR times this "
-                                          f"(finetune: {RECIPES['finetune']['encoder_lr_ratio']}); norms and biases then get no "
-                                          "weight decay",
+                                          f"(finetune: {RECIPES['finetune']['encoder_lr_ratio']}); norms and biases "
+                                          "then get no weight decay",
                                      low=0, high=1, low_open=True)
     freeze_encoder_epochs: int = option(0, "keep the encoder frozen (no gradients, BatchNorm statistics fixed) "
                                            "for the first N epochs", low=0)

@@ -3,7 +3,8 @@
 predict() holds one batch of decoded images at a time: a background thread decodes the next batch (into a queue
 of at most one batch) while the model runs on this one, and each batch's masks and overlays are written before the
 next is taken, so memory stays flat whatever the number of images. It runs a checkpoint or run directory on
-PyTorch, or an .onnx file on ONNX Runtime (segmenter.load_segmenter; this module imports torch only for the former). Under
+PyTorch, or an .onnx file on ONNX Runtime (segmenter.load_segmenter; this module imports torch only for the
+former). Under
 torchrun each rank predicts its own share of the inputs (rank r takes inputs r, r + N, r + 2N, ... of the sorted
 list) and writes its own outputs.
 """
