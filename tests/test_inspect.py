@@ -11,7 +11,7 @@ from PIL import Image
 from seglab.data import build_dataset
 from seglab.data.checks import check_splits
 from seglab.data.inspect import inspect_dataset
-from test_masks import _ids, grey, make
+from helpers import grey, make, mask_ids
 from test_voc import make_voc
 
 
@@ -20,9 +20,9 @@ def test_binary_folder_report_preview_and_problems(tmp_path: Path) -> None:
     Image.new("RGB", (10, 10)).save(root / "images" / "lonely.png")  # no mask
     Image.fromarray(np.zeros((5, 5), np.uint8)).save(root / "masks" / "orphan.png")  # no image
     Image.new("RGB", (40, 30)).save(root / "images" / "big.png")  # mask of another size
-    Image.fromarray(_ids(0) * 255).save(root / "masks" / "big.png")
+    Image.fromarray(mask_ids(0) * 255).save(root / "masks" / "big.png")
     (root / "images" / "broken.png").write_bytes(b"\x89PNG not really")
-    Image.fromarray(_ids(1) * 255).save(root / "masks" / "broken.png")
+    Image.fromarray(mask_ids(1) * 255).save(root / "masks" / "broken.png")
     r = inspect_dataset(root, out=tmp_path / "out", cache_dir=tmp_path / "c")
     assert r.dataset == "folder" and r.masks == "binary 0/255 -> background, foreground"
     assert [s.split for s in r.splits] == ["train", "val"]
@@ -58,7 +58,7 @@ def test_clean_folder_is_ok_and_second_call_uses_the_cache(tmp_path: Path) -> No
 
 def test_mostly_ignored_and_one_class_and_shared_files_are_problems(tmp_path: Path) -> None:
     def mostly_ignored(p: Path, i: int) -> None:
-        m = _ids(i, 3)
+        m = mask_ids(i, 3)
         m[: 3 * m.shape[0] // 4] = 255
         Image.fromarray(m).save(p)
     r = inspect_dataset(make(tmp_path / "a", 8, mostly_ignored), cache_dir=tmp_path / "c")

@@ -10,45 +10,13 @@ import pytest
 from PIL import Image
 
 from seglab.data import build_dataset
-from seglab.data.folders import FolderSource, _val_stems
-from seglab.data.masks import IGNORE, MaskFormat, detect_mask_format, read_classes_json, scan_masks
+from seglab.data.classes import read_classes_json
+from seglab.data.folders import FolderSource, val_stems
+from seglab.data.io import IGNORE_INDEX as IGNORE
+from seglab.data.mask_detect import detect_mask_format, scan_masks
+from seglab.data.masks import MaskFormat
 from seglab.errors import SeglabError
-
-H, W = 24, 32
-
-
-def _ids(i: int, k: int = 2) -> np.ndarray:
-    """A seeded mask of class ids 0..k-1 in blocks (so nearest resizing and JPEG keep large flat areas)."""
-    rng = np.random.default_rng(i)
-    blocks = rng.integers(0, k, size=(H // 8, W // 8))
-    blocks.flat[:k] = np.arange(k)  # every class in every mask
-    m = np.kron(blocks, np.ones((8, 8), dtype=np.int64)).astype(np.uint8)
-    return np.roll(m, (3, 3), axis=(0, 1))  # edges off the JPEG 8x8 grid, so JPEG masks get noisy edges
-
-
-def make(root: Path, n: int, write_mask, suffix: str = ".png", classes=None, split: str | None = None,
-         seed: int = 0) -> Path:
-    """root/[split/]images/*.png and masks/*<suffix>, mask i written by write_mask(path, i)."""
-    base = root / split if split else root
-    (base / "images").mkdir(parents=True, exist_ok=True)
-    (base / "masks").mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        rgb = np.random.default_rng(100 + i + 1000 * seed).integers(0, 255, (H, W, 3), dtype=np.uint8)
-        Image.fromarray(rgb).save(base / "images" / f"im{i:03d}.png")
-        write_mask(base / "masks" / f"im{i:03d}{suffix}", i)
-    if classes is not None:
-        (root / "classes.json").write_text(json.dumps(classes))
-    return root
-
-
-def grey(values: dict[int, int] | None = None, k: int = 2, fmt: str | None = None, **save):
-    """A writer of grey masks: class id c stored as values[c] (default c)."""
-    def write(p: Path, i: int) -> None:
-        ids = _ids(i, k)
-        lut = np.array([values.get(c, c) if values else c for c in range(256)], dtype=np.uint8)
-        Image.fromarray(lut[ids], mode="L").save(p, format=fmt, **save)
-    return write
-
+from helpers import H, W, grey, make, mask_ids
 
 def fmt_of(root: Path, tmp_path: Path, **kw) -> FolderSource:
     return FolderSource(root, "all", cache_dir=tmp_path / "cache", **kw)
@@ -59,7 +27,7 @@ def test_binary_0_255_png_is_two_classes_255_is_foreground(tmp_path: Path) -> No
     ds = build_dataset("folder", "all", root=root, image_size=(H, W), cache_dir=tmp_path / "c", quiet=True)
     assert ds.class_names == ("background", "foreground")
     for k in range(6):
-        assert np.array_equal(ds.masks[k].numpy(), _ids(k))  # 255 read as class 1, nothing ignored
+        assert np.array_equal(ds.masks[k].numpy(), mask_ids(k))  # 255 read as class 1, nothing ignored
     fmt = fmt_of(root, tmp_path).mask_format
     line = fmt.describe([0.71, 0.29])
     assert line == "binary 0/255 -> background, foreground; train pixels 71% / 29%"
@@ -68,10 +36,10 @@ def test_binary_0_255_png_is_two_classes_255_is_foreground(tmp_path: Path) -> No
 def test_binary_0_1_and_one_bit(tmp_path: Path) -> None:
     root = make(tmp_path / "d", 4, grey())
     assert fmt_of(root, tmp_path).mask_format.describe() == "binary 0/1 -> background, foreground"
-    root2 = make(tmp_path / "e", 4, lambda p, i: Image.fromarray(_ids(i) * 255).convert("1").save(p))
+    root2 = make(tmp_path / "e", 4, lambda p, i: Image.fromarray(mask_ids(i) * 255).convert("1").save(p))
     src = fmt_of(root2, tmp_path)
     assert src.class_names == ("background", "foreground")
-    assert np.array_equal(src.load(2)[1], _ids(2))
+    assert np.array_equal(src.load(2)[1], mask_ids(2))
 
 
 def test_jpeg_binary_masks_are_snapped_and_counted(tmp_path: Path) -> None:
@@ -86,7 +54,7 @@ def test_jpeg_binary_masks_are_snapped_and_counted(tmp_path: Path) -> None:
     assert f"{fmt.snapped:,} pixels" in fmt.describe()
     ids = src.load(0)[1]
     assert set(np.unique(ids)) == {0, 1}
-    assert (ids == _ids(0)).mean() > 0.97  # only edge pixels can move
+    assert (ids == mask_ids(0)).mean() > 0.97  # only edge pixels can move
 
 
 def test_jpeg_masks_that_are_not_a_few_values_are_refused(tmp_path: Path) -> None:
@@ -99,7 +67,7 @@ def test_jpeg_masks_that_are_not_a_few_values_are_refused(tmp_path: Path) -> Non
 
 def test_palette_masks_index_is_class_255_ignore(tmp_path: Path) -> None:
     def write(p: Path, i: int) -> None:
-        ids = _ids(i, 3)
+        ids = mask_ids(i, 3)
         ids[0, :] = 255  # a VOC-style border
         im = Image.fromarray(ids, mode="P")
         im.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [224, 224, 192] * 253)
@@ -109,22 +77,22 @@ def test_palette_masks_index_is_class_255_ignore(tmp_path: Path) -> None:
     assert src.mask_format.kind == "palette"
     assert src.mask_format.describe() == "palette PNGs, index = class id (255 = ignore) -> class0, class1, class2"
     got = src.load(1)[1]
-    assert (got[0] == IGNORE).all() and np.array_equal(got[1:], _ids(1, 3)[1:])
+    assert (got[0] == IGNORE).all() and np.array_equal(got[1:], mask_ids(1, 3)[1:])
 
 
 def test_colour_masks_through_classes_json(tmp_path: Path) -> None:
     colours = [[0, 0, 0], [255, 0, 0], [0, 0, 255]]
     def write(p: Path, i: int) -> None:
-        Image.fromarray(np.array(colours, dtype=np.uint8)[_ids(i, 3)]).save(p)
+        Image.fromarray(np.array(colours, dtype=np.uint8)[mask_ids(i, 3)]).save(p)
     classes = [{"name": n, "color": c} for n, c in zip(["background", "cat", "dog"], colours)]
     root = make(tmp_path / "d", 4, write, classes=classes)
     src = fmt_of(root, tmp_path)
     assert src.class_names == ("background", "cat", "dog")
     assert src.mask_format.describe() == "RGB colours from classes.json -> background, cat, dog"
-    assert np.array_equal(src.load(3)[1], _ids(3, 3))
+    assert np.array_equal(src.load(3)[1], mask_ids(3, 3))
     assert src.mask_format.class_colors() == [tuple(c) for c in colours]
     # A colour missing from the map: named with the file and a pixel position.
-    arr = np.array(colours, dtype=np.uint8)[_ids(0, 3)]
+    arr = np.array(colours, dtype=np.uint8)[mask_ids(0, 3)]
     arr[5, 7] = (0, 255, 0)
     Image.fromarray(arr).save(root / "masks" / "im000.png")
     with pytest.raises(SeglabError, match=r"colour \[0, 255, 0\] at pixel \(x=7, y=5\) .*im000.png"):
@@ -133,7 +101,7 @@ def test_colour_masks_through_classes_json(tmp_path: Path) -> None:
 
 def test_colour_masks_without_colours_say_how_to_write_classes_json(tmp_path: Path) -> None:
     def write(p: Path, i: int) -> None:
-        Image.fromarray(np.array([[9, 9, 9], [200, 0, 0]], dtype=np.uint8)[_ids(i)]).save(p)
+        Image.fromarray(np.array([[9, 9, 9], [200, 0, 0]], dtype=np.uint8)[mask_ids(i)]).save(p)
     root = make(tmp_path / "d", 3, write)
     with pytest.raises(SeglabError, match=r"colour images .*classes.json.*\"color\""):
         fmt_of(root, tmp_path)
@@ -142,18 +110,18 @@ def test_colour_masks_without_colours_say_how_to_write_classes_json(tmp_path: Pa
 def test_grey_as_rgb_and_grey_levels(tmp_path: Path) -> None:
     # 0/100/200 saved as RGB grey: three classes, not 201.
     def write(p: Path, i: int) -> None:
-        g = np.array([0, 100, 200], dtype=np.uint8)[_ids(i, 3)]
+        g = np.array([0, 100, 200], dtype=np.uint8)[mask_ids(i, 3)]
         Image.fromarray(np.stack([g, g, g], -1)).save(p)
     root = make(tmp_path / "d", 4, write)
     src = fmt_of(root, tmp_path)
     assert src.class_names == ("class0", "class100", "class200")
     assert "values 0, 100, 200" in src.mask_format.describe() and "not contiguous" in src.mask_format.describe()
-    assert np.array_equal(src.load(0)[1], _ids(0, 3))
+    assert np.array_equal(src.load(0)[1], mask_ids(0, 3))
 
 
 def test_stray_value_is_ignored_and_reported_not_a_class(tmp_path: Path) -> None:
     def write(p: Path, i: int) -> None:
-        m = _ids(i, 3)
+        m = mask_ids(i, 3)
         if i == 4:
             m[2, 3] = 7
         Image.fromarray(m).save(p)
@@ -173,7 +141,7 @@ def test_non_contiguous_common_ids_are_reported(tmp_path: Path) -> None:
 
 def test_class_ids_with_ignore_and_the_ignore_index_setting(tmp_path: Path) -> None:
     def write(p: Path, i: int) -> None:
-        m = _ids(i, 3)
+        m = mask_ids(i, 3)
         m[:2] = 255
         Image.fromarray(m).save(p)
     root = make(tmp_path / "d", 3, write)
@@ -182,7 +150,7 @@ def test_class_ids_with_ignore_and_the_ignore_index_setting(tmp_path: Path) -> N
     # ignore_index=0: the stored 0 is ignore; 1, 2 and 255 are the classes (named by their values).
     src = fmt_of(root, tmp_path, ignore_index=0)
     assert src.class_names == ("class1", "class2", "class255")
-    got, stored = src.load(0)[1], _ids(0, 3)
+    got, stored = src.load(0)[1], mask_ids(0, 3)
     stored[:2] = 255
     assert (got[stored == 0] == IGNORE).all() and (got[stored == 255] == 2).all() and (got[stored == 1] == 0).all()
 
@@ -251,7 +219,7 @@ def test_folder_splits_subfolders_and_80_20(tmp_path: Path) -> None:
     assert build_dataset("folder", "test", **kw).ids == val.ids
     # Each side keeps a file even when the hash puts all on one side.
     for stems in (["a", "b"], ["x"] * 0 + ["only1", "only2", "only3"]):
-        v = _val_stems(stems)
+        v = val_stems(stems)
         assert 1 <= len(v) < len(stems)
 
 
@@ -261,14 +229,14 @@ def test_mask_name_suffixes_and_label_folders(tmp_path: Path) -> None:
     (root / "labels").mkdir()
     for i in range(3):
         Image.new("RGB", (W, H)).save(root / "images" / f"p{i}.jpg")
-        Image.fromarray(_ids(i) * 255).save(root / "labels" / f"p{i}_mask.png")
+        Image.fromarray(mask_ids(i) * 255).save(root / "labels" / f"p{i}_mask.png")
     src = fmt_of(root, tmp_path)
     assert all(m is not None for _, m in src.pairs) and src.class_names == ("background", "foreground")
 
 
 def test_stray_in_binary_masks_and_a_rare_next_class_is_kept(tmp_path: Path) -> None:
     def stray(p: Path, i: int) -> None:
-        m = _ids(i) * 255
+        m = mask_ids(i) * 255
         if i == 3:
             m[0, 0] = 7
         Image.fromarray(m).save(p)

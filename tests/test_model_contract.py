@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from seglab.checkpoint import load_model, save_checkpoint
+from seglab.errors import SeglabError
 from seglab.models import build_model, list_models, model_entry
 from seglab.trace import trace_model
 
@@ -100,3 +101,12 @@ def test_importing_the_cli_imports_no_torch():
             "'--out', 'o']); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_misspelt_option_is_named_with_the_valid_ones(name):
+    """Every family checks its options alike: the unknown name, then the valid ones (vit-b16 once raised Python's
+    "unexpected keyword argument 'embed_sise'")."""
+    with pytest.raises(SeglabError, match=r"unknown option\(s\) embed_sise .*; valid: .*\w") as info:
+        build_model(name, num_classes=CLASSES, image_size=32, embed_sise=32)
+    assert "unexpected keyword" not in str(info.value)

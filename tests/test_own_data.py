@@ -16,7 +16,7 @@ from PIL import Image
 from seglab import cli
 from seglab.checkpoint import read_checkpoint
 from seglab.data import download, voc
-from test_masks import _ids, grey, make
+from helpers import grey, make, mask_ids
 from test_reliability import cli_error
 from test_voc import VAL, voc_server  # noqa: F401
 
@@ -59,7 +59,7 @@ def test_binary_0_255_folder_trains_two_classes_with_no_split_flags(tmp_path: Pa
     Image.fromarray(np.full((24, 32), 7, np.uint8)).save(root / "masks" / "im000.png")
     line = cli_error(capsys, ["train", "--config", str(run / "config.yaml"), "--run-name", "again", "--quiet"])
     assert "value(s) 7" in line and "im000.png" in line
-    Image.fromarray(_ids(0) * 255).save(root / "masks" / "im000.png")
+    Image.fromarray(mask_ids(0) * 255).save(root / "masks" / "im000.png")
 
     # seglab eval of the run: the run's dataset, split and mask format; per-class Dice; the confusion matrix.
     assert cli.main(["eval", str(run), "--quiet"]) == 0
@@ -75,7 +75,7 @@ def test_jpeg_01_palette_and_colour_folders_train(tmp_path: Path) -> None:
     assert "JPEG" in (train(jpeg, name="j") / "train.log").read_text().splitlines()[0]
     colours = [[0, 0, 0], [255, 0, 0], [0, 128, 255]]
     classes = [{"name": n, "color": c} for n, c in zip(("bg", "cat", "dog"), colours)]
-    colour = make(tmp_path / "colour", 12, lambda p, i: Image.fromarray(np.array(colours, np.uint8)[_ids(i, 3)])
+    colour = make(tmp_path / "colour", 12, lambda p, i: Image.fromarray(np.array(colours, np.uint8)[mask_ids(i, 3)])
                   .save(p), classes=classes)
     first = (train(colour, "--loss", "ce+dice", "--class-weights", "auto", name="c") / "train.log").read_text()
     assert first.startswith("masks: RGB colours from classes.json -> bg, cat, dog; train pixels")
@@ -89,7 +89,7 @@ def test_refusals_exit_2_with_one_message(tmp_path: Path, capsys) -> None:
     assert not Path("runs").exists()
 
     def mostly(p: Path, i: int) -> None:
-        m = _ids(i, 3)
+        m = mask_ids(i, 3)
         m[:18] = 255
         Image.fromarray(m).save(p)
     line = cli_error(capsys, [*args, "--data-root", str(make(tmp_path / "ign", 8, mostly))])

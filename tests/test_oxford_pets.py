@@ -10,10 +10,7 @@ import errno
 import hashlib
 import io
 import os
-import re
 import tarfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +26,7 @@ from seglab.data.oxford_pets import (
     find_root,
 )
 from seglab.errors import SeglabError
+from helpers import serve, tar_member
 
 W, H = 30, 24  # every fake image and trimap: rows 0-7 pet (1), 8-15 background (2), 16-23 border (3)
 TRAINVAL = ["Abyssinian_1", "Abyssinian_5", "beagle_1"]
@@ -93,85 +91,11 @@ def md5s_of(files: dict[str, bytes]) -> dict[str, str]:
 # ------------------------------------------------------------------------------------------- local server
 
 
-class _State:
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}  # URL path -> body
-        self.mode = "ok"  # ok | cut (every transfer stops halfway) | cut_once | ignore_range
-        self.fail_left = 0  # answer 503 this many times first
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-
-    def for_file(self, name: str) -> list[dict]:
-        return [r for r in self.requests if r["path"].endswith("/" + name)]
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:  # keep the test output clean
-        pass
-
-    def do_GET(self) -> None:
-        state: _State = self.server.state  # type: ignore[attr-defined]
-        record = {"path": self.path, "range": self.headers.get("Range"), "status": None, "sent": 0}
-        with state.lock:
-            state.requests.append(record)
-            fail = state.fail_left > 0
-            state.fail_left -= fail
-            mode = state.mode
-            if mode == "cut_once":
-                state.mode = "ok"
-                mode = "cut"
-        if fail:
-            record["status"] = 503
-            self.send_error(503, "busy")
-            return
-        body = state.files.get(self.path)
-        if body is None:
-            record["status"] = 404
-            self.send_error(404)
-            return
-        start, status = 0, 200
-        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if m and mode != "ignore_range":
-            start, status = int(m.group(1)), 206
-            if start >= len(body):
-                record["status"] = 416
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(body)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-        payload = body[start:]
-        record["status"] = status
-        self.send_response(status)
-        self.send_header("Content-Type", "application/gzip")
-        self.send_header("Content-Length", str(len(payload)))
-        if status == 206:
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        self.end_headers()
-        if mode == "cut":
-            payload = payload[: len(payload) // 2]  # then the connection closes, short of Content-Length
-            self.close_connection = True
-        self.wfile.write(payload)
-        self.wfile.flush()
-        record["sent"] = len(payload)
-
-
 @pytest.fixture()
 def server(archives: dict[str, bytes]):
     """A local server for the archives at http://127.0.0.1:PORT/data/NAME; yields (base URL, state)."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    state = _State()
-    state.files = {f"/data/{name}": data for name, data in archives.items()}
-    httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/data", state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve(archives, "data") as served:
+        yield served
 
 
 @pytest.fixture(autouse=True)
@@ -354,30 +278,19 @@ def test_a_full_disk_is_reported_clearly(server, archives, tmp_path, monkeypatch
 # ---------------------------------------------------------------------------------------- unsafe archives
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    data = b"evil\n" if kind == tarfile.REGTYPE else b""
-    info.size = len(data)
-    if kind == tarfile.CHRTYPE:
-        info.devmajor, info.devminor = 1, 3
-    return info, data
-
-
 MALICIOUS = {
-    "absolute": lambda outside: [_member(str(outside / "abs.txt"))],
-    "dotdot": lambda outside: [_member("../evil.txt")],
-    "dotdot_nested": lambda outside: [_member("images/../../outside/evil.txt")],
-    "symlink_absolute": lambda outside: [_member("images/passwd", tarfile.SYMTYPE, "/etc/passwd")],
-    "symlink_up": lambda outside: [_member("images/up", tarfile.SYMTYPE, "../.."),
-                                   _member("images/up/outside/evil.txt")],
-    "symlink_chain": lambda outside: [_member("images/d", tarfile.SYMTYPE, ".."),
-                                      _member("images/d/e", tarfile.SYMTYPE, ".."),
-                                      _member("images/d/e/evil.txt")],
-    "hardlink_out": lambda outside: [_member("images/hl", tarfile.LNKTYPE, "../outside/secret.txt")],
-    "fifo": lambda outside: [_member("images/fifo", tarfile.FIFOTYPE)],
-    "char_device": lambda outside: [_member("images/null", tarfile.CHRTYPE)],
+    "absolute": lambda outside: [tar_member(str(outside / "abs.txt"))],
+    "dotdot": lambda outside: [tar_member("../evil.txt")],
+    "dotdot_nested": lambda outside: [tar_member("images/../../outside/evil.txt")],
+    "symlink_absolute": lambda outside: [tar_member("images/passwd", tarfile.SYMTYPE, "/etc/passwd")],
+    "symlink_up": lambda outside: [tar_member("images/up", tarfile.SYMTYPE, "../.."),
+                                   tar_member("images/up/outside/evil.txt")],
+    "symlink_chain": lambda outside: [tar_member("images/d", tarfile.SYMTYPE, ".."),
+                                      tar_member("images/d/e", tarfile.SYMTYPE, ".."),
+                                      tar_member("images/d/e/evil.txt")],
+    "hardlink_out": lambda outside: [tar_member("images/hl", tarfile.LNKTYPE, "../outside/secret.txt")],
+    "fifo": lambda outside: [tar_member("images/fifo", tarfile.FIFOTYPE)],
+    "char_device": lambda outside: [tar_member("images/null", tarfile.CHRTYPE)],
 }
 REFUSED = {
     "absolute": "abs.txt", "dotdot": "../evil.txt", "dotdot_nested": "images/../../outside/evil.txt",
@@ -394,7 +307,7 @@ def test_unsafe_tar_members_are_refused(case: str, server, archives, tmp_path: P
     (outside / "secret.txt").write_text("secret")
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        info, data = _member("images/ok.txt")
+        info, data = tar_member("images/ok.txt")
         tar.addfile(info, io.BytesIO(data))
         for info, data in MALICIOUS[case](outside):
             tar.addfile(info, io.BytesIO(data))

@@ -13,13 +13,13 @@ from safetensors.torch import save_file
 from seglab.errors import SeglabError
 from seglab.models import build_model
 from seglab.models.encoders import EfficientNetLite0
+from seglab.models.state_dict import read_state_dict
 from seglab.models.weights import (
     efficientnet_to_seglab,
     hub_download,
     imagenet_weights_path,
     load_efficientnet_weights,
     parse_hub_spec,
-    read_state_dict,
     seglab_to_efficientnet,
 )
 
@@ -229,8 +229,7 @@ def _tiny_hf_segformer(tmp_path, num_labels=5):
 
 
 def test_hub_download_then_offline_from_cache(hub, tmp_path, monkeypatch):
-    from seglab.models.segformer import build_segformer
-    from seglab.models.segformer_hf import load_hf_weights
+    from seglab.models.segformer_hf import build_segformer, load_hf_weights
 
     hf, files = _tiny_hf_segformer(tmp_path)
     hub.repos["someone/tiny-segformer"] = files

@@ -40,7 +40,8 @@ from seglab.models import build_model, list_models
 from seglab.predict import predict
 
 # The local archive server of the oxford-pets tests (fixtures `server` and `archives`), reused as is.
-from test_oxford_pets import _member, archives, md5, md5s_of, server  # noqa: F401
+from helpers import tar_member
+from test_oxford_pets import archives, md5, md5s_of, server  # noqa: F401
 
 W, H = 30, 24  # every sample image is 30 wide, 24 tall (as displayed)
 SIZE = (H, W)  # datasets are built at the images' own size: nearest resizing is then the identity
@@ -531,7 +532,7 @@ def test_training_decodes_nothing_after_the_cache_is_built(tmp_path, monkeypatch
         def forbidden(*a, **k):
             raise AssertionError("a file was decoded during training")
 
-        for module, name in ((seglab_io, "_open"), (seglab_io, "read_image"), (seglab_io, "read_pair"),
+        for module, name in ((seglab_io, "open_image"), (seglab_io, "read_image"), (seglab_io, "read_pair"),
                              (folders, "read_pair"), (masks_mod, "read_raw_mask")):
             monkeypatch.setattr(module, name, forbidden)
         return datasets
@@ -575,7 +576,7 @@ def no_retry_wait(monkeypatch):
 def _evil_archive() -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for info, data in (_member("images/ok.txt"), _member("../evil.txt")):
+        for info, data in (tar_member("images/ok.txt"), tar_member("../evil.txt")):
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 

@@ -18,9 +18,8 @@ from seglab.models.segformer import (
     VARIANTS,
     Segformer,
     SegformerConfig,
-    build_segformer,
 )
-from seglab.models.segformer_hf import hf_state_dict_to_seglab, load_hf_weights
+from seglab.models.segformer_hf import build_segformer, hf_state_dict_to_seglab, load_hf_weights
 
 requires_hf = pytest.mark.skipif(importlib.util.find_spec("transformers") is None, reason="needs transformers")
 TOL = 1e-4

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ from PIL import Image
 from seglab.data import build_dataset, download
 from seglab.data.voc import ARCHIVE, CLASS_NAMES, build_voc, find_voc_root
 from seglab.errors import SeglabError
-from test_oxford_pets import _Handler, _State
+from helpers import serve
 
 H, W = 20, 28
 TRAIN, VAL = ["2007_000032", "2007_000039"], ["2008_000001"]
@@ -85,19 +83,8 @@ def voc_server(tmp_path_factory):
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(tree / "VOCdevkit", arcname="VOCdevkit")
     body = buf.getvalue()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    state = _State()
-    state.files = {f"/voc/{ARCHIVE}": body}
-    httpd.state = state  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/voc", state, body
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serve({ARCHIVE: body}, "voc") as (url, state):
+        yield url, state, body
 
 
 def test_voc_download_resumes_checks_md5_and_extracts(voc_server, tmp_path: Path, monkeypatch) -> None:

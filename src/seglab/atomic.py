@@ -7,6 +7,7 @@ are written this way.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import shutil
@@ -52,9 +53,14 @@ def _remove_stale_temps(path: Path) -> None:
             os.close(fd)
 
 
+def is_disk_full(e: OSError) -> bool:
+    """Did this write fail because the disk is full (ENOSPC)?"""
+    return e.errno == errno.ENOSPC
+
+
 def write_error(e: OSError, path: Path) -> SeglabError:
     """The one-line message for a failed write of `path`."""
-    if e.errno == 28:  # ENOSPC
+    if is_disk_full(e):
         return SeglabError(f"disk full while writing {path}; free some space and resume the run (the previous "
                            "file, if any, is intact)")
     return SeglabError(f"cannot write {path} ({e}); check the folder's permissions and free space")

@@ -117,8 +117,7 @@ def attention_for_checkpoint(
 ) -> dict[str, torch.Tensor]:
     """Load a checkpoint, read an image at the model's size, and write the attention figure to `out`."""
     from .checkpoint import load_model
-    from .data.cache import INTERPOLATIONS
-    from .data.io import read_image
+    from .data.io import INTERPOLATIONS, read_image
 
     model, header = load_model(checkpoint, device)
     size = int(header.get("image_size", header["model"]["image_size"]))

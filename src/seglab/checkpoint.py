@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch import nn
 
 from .atomic import atomic_write
 from .errors import SeglabError, check_file
+from .models.state_dict import load_state_dict_checked
 
 _OPTIM = "__optim__/"
 _RNG = "__rng__/"
@@ -115,7 +115,7 @@ def _header_problem(header: Any) -> str | None:
     if "image_size" in header and (not isinstance(header["image_size"], int) or header["image_size"] < 1):
         return "image_size is not a positive integer"
     if "interpolation" in header:
-        from .data.cache import INTERPOLATIONS
+        from .data.io import INTERPOLATIONS
 
         if header["interpolation"] not in INTERPOLATIONS:
             return f"unknown interpolation {header['interpolation']!r}"
@@ -137,50 +137,9 @@ def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if not k.startswith((_OPTIM, _RNG))}
 
 
-def compare_keys(
-    own: Mapping[str, torch.Tensor], theirs: Mapping[str, torch.Tensor]
-) -> tuple[list[str], list[str], list[str]]:
-    """(missing, unknown, wrong-shape) keys of a state dict `theirs` against a model's own state dict `own`."""
-    missing = sorted(set(own) - set(theirs))
-    unknown = sorted(set(theirs) - set(own))
-    wrong = sorted(k for k in set(own) & set(theirs) if own[k].shape != theirs[k].shape)
-    return missing, unknown, wrong
-
-
-def listing(keys: Sequence[str], limit: int = 20) -> str:
-    """The first `limit` keys, comma-separated, and how many more there are."""
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-def describe_keys(
-    own: Mapping[str, torch.Tensor],
-    theirs: Mapping[str, torch.Tensor],
-    missing: Sequence[str] = (),
-    unknown: Sequence[str] = (),
-    wrong: Sequence[str] = (),
-) -> str:
-    """One line naming the keys that keep a state dict from fitting a model (the report of every weight loader)."""
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s): {listing(list(missing))}")
-    if unknown:
-        parts.append(f"{len(unknown)} unknown key(s): {listing(list(unknown))}")
-    if wrong:
-        parts.append(f"{len(wrong)} key(s) of the wrong shape: "
-                     + listing([f"{k} {tuple(theirs[k].shape)} vs {tuple(own[k].shape)}" for k in wrong]))
-    return "; ".join(parts)
-
-
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> None:
     """Load model tensors strictly; a mismatch names the missing, unknown and wrongly shaped keys."""
-    state = model_state(tensors)
-    own = model.state_dict()
-    missing, unknown, wrong = compare_keys(own, state)
-    if missing or unknown or wrong:
-        raise SeglabError(f"checkpoint {path} does not fit the model: "
-                          + describe_keys(own, state, missing, unknown, wrong))
-    model.load_state_dict(state)
+    load_state_dict_checked(model, model_state(tensors), f"checkpoint {path}", what="the model")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .data.io import IGNORE_INDEX  # the one ignore value; also read from here by metrics' users
 from .errors import SeglabError
-
-IGNORE_INDEX = 255
 
 
 class ConfusionMatrix:

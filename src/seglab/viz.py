@@ -22,7 +22,8 @@ def _to_rgb(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
 
 
-def _tile(tiles: Sequence[np.ndarray], per_row: int, pad: int = 2) -> np.ndarray:
+def tile(tiles: Sequence[np.ndarray], per_row: int, pad: int = 2) -> np.ndarray:
+    """Images (H, W, 3) uint8 of one size in a grid, per_row to a row, on white with `pad` pixels between."""
     h, w = tiles[0].shape[:2]
     rows = (len(tiles) + per_row - 1) // per_row
     canvas = np.full((rows * (h + pad) + pad, per_row * (w + pad) + pad, 3), 255, dtype=np.uint8)
@@ -63,7 +64,7 @@ def panels_image(
     panels += [(name, [up(colorize(m, num_classes)) for m in pred]) for name, pred in predictions]
     parts = []
     for name, tiles in panels:
-        body = _tile(tiles, per_row)
+        body = tile(tiles, per_row)
         label = Image.new("RGB", (body.shape[1], 16), (255, 255, 255))
         ImageDraw.Draw(label).text((4, 2), f"{title}  {name}".strip(), fill=(0, 0, 0))
         parts += [np.asarray(label), body]

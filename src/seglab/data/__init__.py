@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SeglabError, check_known
+from .splits import DEFAULT_SPLITS, canonical_split
 
 if TYPE_CHECKING:
     from .dataset import SegmentationDataset, SegmentationSource
@@ -29,9 +30,6 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 DATASETS = ("oxford-pets", "folder", "voc", "synthetic")
-# Each dataset's own (train, validation) split names: what --train-split / --val-split default to.
-DEFAULT_SPLITS = {"oxford-pets": ("trainval", "test"), "folder": ("train", "val"), "voc": ("train", "val"),
-                  "synthetic": ("train", "val")}
 
 
 def build_dataset(
@@ -68,7 +66,9 @@ def build_dataset(
         unknown = set(options) - {"mirror", "md5", "ignore_index", "mask_format"}
         if unknown:
             raise SeglabError(f"unknown option(s) for voc: {', '.join(sorted(unknown))}")
-        vsplit = {"all": "trainval", "test": "val"}.get(split, split) if name == "folder" else split
+        vsplit = split
+        if name == "folder":  # a folder's split names in VOC's: all (and trainval) -> trainval, test -> val, ...
+            vsplit = "trainval" if split in ("all", "trainval") else canonical_split(split)
         return build_voc(vsplit, root=root, download=download, image_size=size, interpolation=interpolation,
                          cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet, mirror=options.get("mirror"),
                          md5=options.get("md5"))

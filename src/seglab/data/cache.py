@@ -7,7 +7,6 @@ mask format or option builds a new cache and never reads a stale one.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -19,10 +18,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..atomic import atomic_write
+from ..atomic import atomic_write, is_disk_full
 from ..errors import SeglabError
 from .dataset import SegmentationDataset, SegmentationSource
-from .io import INTERPOLATIONS  # the one table; cache re-exports it for config and checkpoint
+from .io import check_interpolation
 
 _CACHE_VERSION = 1
 
@@ -46,10 +45,9 @@ def resize_pair(
     image: Image.Image, mask: np.ndarray, size: tuple[int, int], interpolation: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Resize an image (by `interpolation`) and its mask (always nearest) to size (H, W), aspect not kept."""
-    if interpolation not in INTERPOLATIONS:
-        raise SeglabError(f"unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
+    resample = check_interpolation(interpolation)
     h, w = size
-    img = np.asarray(image.resize((w, h), INTERPOLATIONS[interpolation]), dtype=np.uint8)  # (H, W, 3)
+    img = np.asarray(image.resize((w, h), resample), dtype=np.uint8)  # (H, W, 3)
     m = np.asarray(Image.fromarray(mask).resize((w, h), Image.Resampling.NEAREST), dtype=np.uint8)  # (H, W)
     return img, m
 
@@ -193,6 +191,6 @@ def _build(
 
 
 def _cache_error(e: OSError, folder: Path) -> SeglabError:
-    what = "the disk is full" if e.errno == errno.ENOSPC else f"cannot write ({e})"
+    what = "the disk is full" if is_disk_full(e) else f"cannot write ({e})"
     return SeglabError(f"{what} while writing the dataset cache {folder}. Free some space, or set SEGLAB_DATA "
                        "(or cache_dir) to a folder with room.")

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .io import IGNORE_INDEX
 from .masks import MaskFormat
 
 
@@ -67,7 +68,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
 
     def ignored_pixels(self) -> int:
         """Pixels marked ignore (255) over the split."""
-        return int((self.masks == 255).sum())
+        return int((self.masks == IGNORE_INDEX).sum())
 
     def describe_masks(self) -> str:
         """The one line saying how the masks were read, with this split's pixel share of every class."""

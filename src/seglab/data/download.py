@@ -9,7 +9,6 @@ marks a finished extraction so a killed one is redone.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import http.client
 import json
@@ -26,6 +25,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from tqdm import tqdm
 
+from ..atomic import is_disk_full
 from ..errors import SeglabError
 
 # Seconds to wait before each retry of a transient error; len() + 1 tries in all. Tests set it to zeros.
@@ -174,7 +174,7 @@ def _content_range(header: str | None) -> tuple[int | None, int | None, int | No
 
 
 def _write_error(e: OSError, path: Path, space: str) -> SeglabError:
-    if e.errno == errno.ENOSPC:
+    if is_disk_full(e):
         return SeglabError(
             f"the disk is full while writing {path}. Free some space (the dataset needs about {space} with "
             "its archives) or choose another folder with --data-root or SEGLAB_DATA; a download resumes "
@@ -241,7 +241,7 @@ def _extract(archive: Path, root: Path, md5: str, quiet: bool, names: set[str], 
             "Delete the archive and download it again."
         ) from None
     except (EOFError, OSError) as e:
-        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        if isinstance(e, OSError) and is_disk_full(e):
             raise SeglabError(
                 f"the disk is full while extracting {archive} into {root}. Free some space (about {space}) or "
                 "choose another folder with --data-root or SEGLAB_DATA, then run the download again."

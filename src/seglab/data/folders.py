@@ -8,7 +8,7 @@ Layout (either):
 masks/ may also be called labels/, annotations/ or gt/; a mask is found by its image's stem, also with a
 _mask, _label, _gt or _seg suffix (photo.jpg -> photo.png or photo_mask.png). An optional ROOT/classes.json names
 the classes (["background", "cat"]) or maps colours ([{"name": "cat", "color": [255, 0, 0]}, ...]). How the
-masks encode classes is detected once over every mask of ROOT (masks.py) and reported by describe().
+masks encode classes is detected once over every mask of ROOT (mask_detect.py) and reported by describe().
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SeglabError
-from .io import list_images, read_pair
-from .masks import IGNORE, ClassSpec, MaskFormat, MaskScan, detect_mask_format, read_classes_json, scan_masks
+from .classes import ClassSpec, read_classes_json
+from .io import IGNORE_INDEX, list_images, read_pair
+from .mask_detect import MaskScan, detect_mask_format, scan_masks
+from .masks import MaskFormat
+from .splits import SPLIT_ALIASES, canonical_split
 
-SPLITS = ("train", "val")  # the folder dataset's default split names
 _VAL_FRACTION = 0.2
 _IMAGE_DIRS = ("images", "imgs", "img", "image", "JPEGImages")
 _MASK_DIRS = ("masks", "mask", "labels", "label", "annotations", "gt", "groundtruth", "ground_truth",
               "SegmentationClass")
 _MASK_SUFFIXES = ("_mask", "-mask", "_masks", "_label", "_labels", "-label", "_gt", "_seg", "_segmentation")
-# Other names of the two default splits, for split folders.
-_SPLIT_ALIASES = {"train": ("train", "training", "trainval"), "val": ("val", "valid", "validation", "test")}
 
 
 def _pair_dirs(base: Path) -> tuple[Path, Path] | None:
@@ -82,7 +82,7 @@ class FolderSource:
         root: str | Path,
         split: str = "all",
         num_classes: int | None = None,
-        ignore_index: int | None = IGNORE,
+        ignore_index: int | None = IGNORE_INDEX,
         mask_format: MaskFormat | dict[str, Any] | None = None,
         cache_dir: str | Path | None = None,
     ):
@@ -96,14 +96,13 @@ class FolderSource:
         stems_filter: str | None = None
         if split in folders:
             dirs = folders[split]
-        elif folders and split in _SPLIT_ALIASES and any(a in folders for a in _SPLIT_ALIASES[split]):
-            dirs = folders[next(a for a in _SPLIT_ALIASES[split] if a in folders)]
+        elif folders and split in SPLIT_ALIASES and any(a in folders for a in SPLIT_ALIASES[split]):
+            dirs = folders[next(a for a in SPLIT_ALIASES[split] if a in folders)]
         elif flat is not None:
             dirs = flat
-            aliases = {"trainval": "train", "test": "val"}
-            if split not in ("all", "train", "val", *aliases):
+            stems_filter = canonical_split(split)
+            if stems_filter not in ("all", "train", "val"):
                 raise SeglabError(f"folder split must be all, train or val (or a sub-folder of {root}), not {split!r}")
-            stems_filter = aliases.get(split, split)
         elif folders:
             raise SeglabError(f"{root} has no split folder {split!r} (it has {', '.join(sorted(folders))}); choose "
                               "one of those with --train-split / --val-split")
@@ -133,7 +132,7 @@ class FolderSource:
             warnings.warn(f"{len(orphans)} mask(s) in {self.mask_dir} have no image in {self.image_dir} "
                           f"and are not used: {shown}{more}", stacklevel=2)
         if stems_filter in ("train", "val"):
-            val = _val_stems([p.stem for p in images])
+            val = val_stems([p.stem for p in images])
             self.pairs = [pm for pm in self.pairs if (pm[0].stem in val) == (stems_filter == "val")]
 
         # The format is decided over every mask of the dataset (all splits), so train and val read alike.
@@ -187,7 +186,7 @@ class FolderSource:
         return read_pair(img_path, mask_path, num_classes=self.mask_format.num_classes, reader=self.mask_format.read)
 
 
-def _val_stems(stems: list[str]) -> set[str]:
+def val_stems(stems: list[str]) -> set[str]:
     """The validation side of the stable 80/20 split by name: a file's side depends on its name only (a hash),
     except that each side gets at least one file when there are two or more."""
     score = {s: int(hashlib.md5(s.encode()).hexdigest(), 16) % 1000 for s in stems}

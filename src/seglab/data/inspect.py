@@ -19,10 +19,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SeglabError
-from . import DATASETS, DEFAULT_SPLITS, build_dataset
+from . import DATASETS, build_dataset
 from .cache import data_home
 from .checks import check_splits
 from .dataset import SegmentationDataset
+from .splits import DEFAULT_SPLITS, SPLIT_ALIASES
 
 _PREVIEW = 16  # images in the preview grid
 
@@ -298,16 +299,15 @@ def inspect_dataset(
 
 def _train_val(name: str, split_names: list[str]) -> tuple[str, str]:
     train, val = DEFAULT_SPLITS.get(name, ("train", "val"))
-    aliases = {"train": ("train", "training", "trainval"), "val": ("val", "valid", "validation", "test")}
     if name == "folder":
-        train = next((s for s in aliases["train"] if s in split_names), split_names[0])
-        val = next((s for s in aliases["val"] if s in split_names), split_names[-1])
+        train = next((s for s in SPLIT_ALIASES["train"] if s in split_names), split_names[0])
+        val = next((s for s in SPLIT_ALIASES["val"] if s in split_names), split_names[-1])
     return train, val
 
 
 def preview_image(ds: SegmentationDataset, count: int = _PREVIEW, per_row: int = 4) -> Image.Image:
     """A grid of the first `count` images of a split with their masks overlaid, and a legend below."""
-    from ..viz import _tile, colorize, legend, palette
+    from ..viz import colorize, legend, palette, tile
 
     colors = ds.mask_format.class_colors() if ds.mask_format is not None else None
     if not colors:
@@ -325,6 +325,6 @@ def preview_image(ds: SegmentationDataset, count: int = _PREVIEW, per_row: int =
         over = colorize(mask, ds.num_classes, colors).astype(np.float32)
         blend = (0.55 * img + 0.45 * over).round().clip(0, 255).astype(np.uint8)
         tiles.append(blend.repeat(scale, 0).repeat(scale, 1))
-    grid = _tile(tiles, min(per_row, n))
+    grid = tile(tiles, min(per_row, n))
     strip = np.asarray(legend(ds.class_names, colors, grid.shape[1]))
     return Image.fromarray(np.concatenate([grid, strip], axis=0))

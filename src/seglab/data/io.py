@@ -1,9 +1,13 @@
-"""Reading images and masks safely: mode conversion, EXIF orientation, validation, clear errors."""
+"""Reading images and masks safely: mode conversion, EXIF orientation, validation, clear errors.
+
+Also the data path's shared constants: the ignore value of class-id masks and the image interpolations.
+"""
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -13,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 from ..errors import SeglabError, check_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IGNORE_INDEX = 255  # the mask value "ignore" (not trained on, not scored) in class-id masks, everywhere in seglab
 # How images are resized to the model's size (masks always by nearest); here, torch-free, for predict and runtime.
 INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -22,7 +27,16 @@ INTERPOLATIONS = {
 }
 
 
-def _open(path: Path, what: str) -> Image.Image:
+def check_interpolation(name: str) -> Image.Resampling:
+    """The Pillow filter of one of INTERPOLATIONS; any other name is a SeglabError listing the valid ones."""
+    if name not in INTERPOLATIONS:
+        raise SeglabError(f"unknown interpolation {name!r}; choose one of {sorted(INTERPOLATIONS)}")
+    return INTERPOLATIONS[name]
+
+
+def open_image(path: str | Path, what: str) -> Image.Image:
+    """Read and fully decode an image file as stored (not yet turned upright); `what` ("image", "mask") names it
+    in errors."""
     path = check_file(path, what)
     try:
         # Decoded from memory: no file handle is left open, and Pillow 13 turns an EXIF-rotated TIFF upright
@@ -75,7 +89,7 @@ _EXIF_TRANSPOSE = {
 }
 
 
-def _upright(img: Image.Image) -> tuple[Image.Image, Image.Transpose | None]:
+def upright(img: Image.Image) -> tuple[Image.Image, Image.Transpose | None]:
     """The image turned upright by its EXIF orientation, and the transpose applied (None when none was)."""
     try:
         method = _EXIF_TRANSPOSE.get(img.getexif().get(0x0112, 1))
@@ -88,7 +102,7 @@ def _upright(img: Image.Image) -> tuple[Image.Image, Image.Transpose | None]:
 
 def _read_image(path: Path) -> tuple[Image.Image, Image.Transpose | None, tuple[int, int]]:
     """(8-bit RGB image upright, the EXIF transpose applied or None, the stored (raw) size (W, H))."""
-    return _as_rgb(_open(path, "image"), path)
+    return _as_rgb(open_image(path, "image"), path)
 
 
 def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
@@ -97,7 +111,7 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int | None = Non
 
 
 def _as_rgb(raw: Image.Image, path: str | Path) -> tuple[Image.Image, Image.Transpose | None, tuple[int, int]]:
-    img, method = _upright(raw)
+    img, method = upright(raw)
     try:
         if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
             # 16/32-bit grayscale: scale to 8 bits by the type's range.
@@ -122,56 +136,89 @@ def read_image(path: str | Path) -> Image.Image:
     return _read_image(Path(path))[0]
 
 
+_GREY_MODES = ("L", "LA", "I;16", "I;16B", "I;16L", "I;16N", "I")
+_COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "LAB")
+
+
+@dataclass
+class RawMask:
+    """A mask file's pixels as stored: grey/palette values (H, W) int64, or colours (H, W, 3) uint8."""
+
+    pixels: np.ndarray
+    kind: str  # "grey" | "palette" | "rgb"
+    jpeg: bool
+    palette: np.ndarray | None = None  # (256, 3) uint8 for palette masks
+    mode: str = ""  # the file's Pillow mode
+
+
+def read_raw_mask(path: str | Path, jpeg_grey: bool = True) -> RawMask:
+    """Read a mask file as stored (turned upright by its EXIF orientation); grey saved as RGB comes back grey.
+
+    jpeg_grey: an RGB JPEG whose channels differ by compression noise only is grey too (the mean of the
+    channels); without it such a mask is a colour mask.
+    """
+    path = Path(path)
+    stored = open_image(path, "mask")
+    jpeg = stored.format == "JPEG" or path.suffix.lower() in (".jpg", ".jpeg")
+    img, _ = upright(stored)
+    mode = img.mode
+    try:
+        if mode == "P":
+            pal = np.zeros((256, 3), dtype=np.uint8)
+            raw_pal = np.frombuffer(bytes(img.getpalette() or []), dtype=np.uint8)[: 256 * 3]
+            pal.reshape(-1)[: raw_pal.size] = raw_pal
+            return RawMask(np.asarray(img).astype(np.int64), "palette", jpeg, pal, mode)
+        if mode == "1":  # classes 0 and 1 (convert("L") would give 255)
+            return RawMask(np.asarray(img).astype(np.int64), "grey", jpeg, mode=mode)
+        if mode in _GREY_MODES:
+            grey = img.convert("L") if mode == "LA" else img
+            return RawMask(np.asarray(grey).astype(np.int64), "grey", jpeg, mode=mode)
+        if mode in _COLOUR_MODES:
+            rgb = np.asarray(img.convert("RGB"))
+            r, g, b = (rgb[..., c].astype(np.int16) for c in range(3))
+            if np.array_equal(r, g) and np.array_equal(r, b):
+                return RawMask(r.astype(np.int64), "grey", jpeg, mode=mode)
+            if jpeg and jpeg_grey:
+                # A grey mask saved as an RGB JPEG: the channels differ by the compression noise only.
+                spread = np.maximum(np.abs(r - g), np.maximum(np.abs(r - b), np.abs(g - b)))
+                if np.mean(spread <= 24) >= 0.99:
+                    return RawMask(rgb.mean(axis=2).round().astype(np.int64), "grey", jpeg, mode=mode)
+            return RawMask(rgb, "rgb", jpeg, mode=mode)
+    except Exception as e:  # noqa: BLE001 - an exotic mode Pillow cannot convert
+        raise SeglabError(f"mask mode {mode!r} cannot be read ({e}): {path}. Save it as a PNG.") from None
+    raise SeglabError(f"mask has an unsupported mode {mode!r}: {path}. Save it as a grayscale or palette PNG.")
+
+
 def read_mask(
     path: str | Path,
     num_classes: int,
     value_map: Mapping[int, int] | None = None,
-    ignore_values: Sequence[int] = (255,),
+    ignore_values: Sequence[int] = (IGNORE_INDEX,),
 ) -> np.ndarray:
     """Read a class-id mask as a uint8 array (H, W); values must be class ids (after value_map) or 255 (ignore).
 
     value_map maps stored values to class ids (Oxford-IIIT Pet trimaps: {1: 0, 2: 1, 3: 2}). A mask carrying its
-    own EXIF orientation is turned upright by it, like an image.
+    own EXIF orientation is turned upright by it, like an image. (A dataset whose masks' format is detected reads
+    them with masks.MaskFormat instead.)
     """
     path = Path(path)
     if value_map is None and not (isinstance(num_classes, int) and 1 <= num_classes <= 255):
         raise SeglabError(
             f"num_classes must be 1..255 (class ids are stored as 8-bit values, 255 = ignore), not {num_classes!r}"
         )
-    img = _open(path, "mask")
-    img, _ = _upright(img)
-    if img.mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "HSV", "LAB"):
-        try:
-            arr = np.asarray(img.convert("RGB"))
-        except Exception as e:  # noqa: BLE001
-            raise SeglabError(
-                f"mask mode {img.mode!r} cannot be read ({e}): {path}. Save it as a grayscale PNG."
-            ) from None
-        if not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
-            raise SeglabError(
-                f"mask is a colour ({img.mode}) image: {path}. Masks must hold class ids "
-                "(a single-channel or palette PNG whose pixel values are 0..C-1, 255 = ignore)."
-            )
-        arr = arr[..., 0]
-    elif img.mode == "P":
-        arr = np.asarray(img)  # palette indices are the class ids
-    elif img.mode == "1":
-        arr = np.asarray(img).astype(np.uint8)  # a 1-bit mask holds classes 0 and 1 (convert("L") would give 255)
-    elif img.mode == "L":
-        arr = np.asarray(img)
-    elif img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img).astype(np.int64)
-    elif img.mode == "LA":
-        arr = np.asarray(img.convert("L"))
-    else:
-        raise SeglabError(f"mask has an unsupported mode {img.mode!r}: {path}. Save it as a grayscale PNG.")
-    arr = np.asarray(arr, dtype=np.int64)
+    raw = read_raw_mask(path, jpeg_grey=False)
+    if raw.kind == "rgb":
+        raise SeglabError(
+            f"mask is a colour ({raw.mode}) image: {path}. Masks must hold class ids "
+            "(a single-channel or palette PNG whose pixel values are 0..C-1, 255 = ignore)."
+        )
+    arr = raw.pixels  # palette indices are the class ids
     if value_map is not None:
         out = np.full(arr.shape, -1, dtype=np.int64)
         for src, dst in value_map.items():
             out[arr == src] = dst
         for v in ignore_values:
-            out[arr == v] = 255
+            out[arr == v] = IGNORE_INDEX
         bad = np.unique(arr[out < 0])
         allowed = sorted(set(value_map) | set(ignore_values))
     else:
@@ -193,12 +240,12 @@ def read_pair(
     mask_path: str | Path,
     num_classes: int,
     value_map: Mapping[int, int] | None = None,
-    ignore_values: Sequence[int] = (255,),
+    ignore_values: Sequence[int] = (IGNORE_INDEX,),
     reader: Callable[[Path], np.ndarray] | None = None,
 ) -> tuple[Image.Image, np.ndarray]:
     """An image (8-bit RGB, upright) and its mask (uint8 class ids) of the same size, aligned.
 
-    reader, when given, reads the mask instead of read_mask (a dataset's detected mask format, masks.py).
+    reader, when given, reads the mask instead of read_mask (a dataset's detected mask format: masks.MaskFormat.read).
 
     The mask is aligned with the image as displayed (upright). The image is turned upright by its EXIF
     orientation; the mask is turned by its own EXIF orientation only. When the image was rotated by 90 or 270

@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SeglabError
-from .cache import INTERPOLATIONS, as_size, data_home, load_cached
+from .cache import as_size, data_home, load_cached
 from .dataset import SegmentationDataset
 from .download import fetch_archives
-from .io import read_pair
+from .io import check_interpolation, read_pair
 from .masks import fixed_format
 
 
@@ -187,8 +187,7 @@ def build_oxford_pets(
     if split not in SPLITS:
         raise SeglabError(f"oxford-pets has no split {split!r}; choose one of: {', '.join(SPLITS)}")
     size = as_size(image_size)
-    if interpolation not in INTERPOLATIONS:  # checked now, not after an 800 MB download
-        raise SeglabError(f"unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
+    check_interpolation(interpolation)  # now, not after an 800 MB download
     given = Path(root).expanduser() if root is not None else data_home() / DEFAULT_FOLDER
     found = find_root(given)
     if found is None:

@@ -18,17 +18,18 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SeglabError
-from .cache import INTERPOLATIONS, as_size, data_home, load_cached
+from .cache import as_size, data_home, load_cached
 from .dataset import SegmentationDataset
 from .download import fetch_archives
-from .io import read_pair
-from .masks import IGNORE, MaskFormat, fixed_format
+from .io import IGNORE_INDEX, check_interpolation, read_pair
+from .masks import MaskFormat, fixed_format
 
 VOC_URL = "http://host.robots.ox.ac.uk/pascal/VOC/voc2012"
 URL_ENV = "SEGLAB_VOC_URL"
 ARCHIVE = "VOCtrainval_11-May-2012.tar"
 ARCHIVE_MD5 = "6cd6e144f989b92b3379bac3b3de84fd"
 SPLITS = ("train", "val", "trainval")
+_BORDER = 255  # the palette index of object borders: ignore
 CLASS_NAMES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
@@ -50,9 +51,9 @@ def voc_colour(i: int) -> tuple[int, int, int]:
 def mask_format() -> MaskFormat:
     """VOC's masks: palette index = class id 0..20, 255 = ignore (object borders); masks saved as RGB images are
     read through VOC's colours (border colour 224, 224, 192 = ignore)."""
-    values = {i: i for i in range(len(CLASS_NAMES))} | {255: IGNORE}
-    colors = {voc_colour(i): i for i in range(len(CLASS_NAMES))} | {voc_colour(255): IGNORE}
-    return fixed_format(CLASS_NAMES, values, "palette PNGs, index = class id (VOC 2012)", ignore_index=255,
+    values = {i: i for i in range(len(CLASS_NAMES))} | {_BORDER: IGNORE_INDEX}
+    colors = {voc_colour(i): i for i in range(len(CLASS_NAMES))} | {voc_colour(_BORDER): IGNORE_INDEX}
+    return fixed_format(CLASS_NAMES, values, "palette PNGs, index = class id (VOC 2012)", ignore_index=_BORDER,
                         colors=colors)
 
 
@@ -92,11 +93,11 @@ class VOCSource:
         self.split_file = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
         try:
             if not self.split_file.parent.is_dir():  # no split lists: every mask, 80/20 by name like a folder
-                from .folders import _val_stems
+                from .folders import val_stems
                 from .io import list_images
 
                 stems = [p.stem for p in list_images(self.root / "SegmentationClass")]
-                val = _val_stems(stems)
+                val = val_stems(stems)
                 keep = [s for s in stems if split == "trainval" or (s in val) == (split == "val")]
                 self.split_file = self.root / "SegmentationClass"
                 self._split_text = "\n".join(keep) + "\n"
@@ -191,8 +192,7 @@ def build_voc(
 ) -> SegmentationDataset:
     """Load a split (train, val, trainval) of Pascal VOC 2012 resized to image_size, as a SegmentationDataset."""
     size = as_size(image_size)
-    if interpolation not in INTERPOLATIONS:  # checked now, not after a 2 GB download
-        raise SeglabError(f"unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
+    check_interpolation(interpolation)  # now, not after a 2 GB download
     source = voc_source(split, root, download=download, mirror=mirror, quiet=quiet, md5=md5)
     return load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
 

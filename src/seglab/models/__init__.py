@@ -38,7 +38,7 @@ def _vit(**preset: Any) -> Callable[..., nn.Module]:
 
 def _segformer(variant: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
-        from .segformer import build_segformer  # imported on use: the module is large
+        from .segformer_hf import build_segformer  # imported on use: the modules are large
 
         return build_segformer(variant, num_classes=num_classes, image_size=image_size, **overrides)
 

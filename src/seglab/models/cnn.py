@@ -34,10 +34,10 @@ from itertools import pairwise
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SeglabError, check_known
+from .layers import pad_to_multiple
 
 @dataclass
 class SegNetConfig:
@@ -159,12 +159,10 @@ class SegNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        m = self.config.multiple
-        pad_h, pad_w = -H % m, -W % m
         x = self.norm_in(x)  # (B, in, H, W)
         # Always padded (by zero rows when H and W are multiples already): no branch on the shape, so a traced or
         # exported model serves every size.
-        x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")  # (B, in, H', W'), multiples of 16
+        x = pad_to_multiple(x, self.config.multiple, mode="replicate")  # (B, in, H', W'), multiples of 16
         skips = []
         for block in self.down:
             x, indices = block(x)  # (B, w_i, H'/2^(i+1), W'/2^(i+1))

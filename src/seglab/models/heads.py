@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import pad_to_multiple
+
 PAD_MULTIPLE = 32
 HEADS = ("lraspp", "fpn", "unet")
 
@@ -130,7 +132,7 @@ class EncoderDecoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
         # Always pad (by 0 when already a multiple): no Python branch on the size, so traced graphs stay general.
-        x = F.pad(x, (0, (-W) % PAD_MULTIPLE, 0, (-H) % PAD_MULTIPLE), value=0.5)  # (B, 3, Hp, Wp), grey = 0 after norm
+        x = pad_to_multiple(x, PAD_MULTIPLE, value=0.5)  # (B, 3, Hp, Wp), grey = 0 after norm
         z = x
         if self.input_scale != 1:  # a fixed option, not the input's shape: the ImageNet encoder sees larger objects
             z = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)

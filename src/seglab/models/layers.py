@@ -1,4 +1,5 @@
-"""Blocks shared by models: self-attention on F.scaled_dot_product_attention, MLP, DropPath."""
+"""Blocks shared by models: self-attention on F.scaled_dot_product_attention, MLP, DropPath, and padding inputs
+to a multiple of a model's stride."""
 
 from __future__ import annotations
 
@@ -77,3 +78,18 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "constant", value: float = 0.0) -> torch.Tensor:
+    """Pad images (..., H, W) at the bottom and right up to multiples of `multiple` (crop results back with
+    [..., :H, :W]). Always padded, by nothing when the sides are multiples already: no Python branch on the
+    size, so a traced or exported graph serves every size. mode: "constant" (by `value`), "reflect" or
+    "replicate", as F.pad; "reflect" turns "replicate" where a pad is not smaller than its side (reflection
+    needs that: images smaller than `multiple`)."""
+    H, W = x.shape[-2:]
+    pad = (0, (-W) % multiple, 0, (-H) % multiple)  # F.pad order: left, right, top, bottom
+    if mode == "reflect" and (pad[1] >= W or pad[3] >= H):
+        mode = "replicate"
+    if mode == "constant":
+        return F.pad(x, pad, value=value)
+    return F.pad(x, pad, mode=mode)

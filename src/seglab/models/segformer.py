@@ -12,14 +12,13 @@ Any input size works: every input is padded at the bottom and right up to a mult
 reflect), run, and the logits are cropped back. Inputs that are multiples of 32 get a pad of zero, so results
 equal HF transformers' SegformerForSemanticSegmentation (followed by a bilinear upsample of its H/4 logits).
 
-Parameter counts equal HF's for the same config (B0 with 3 classes: 3,714,915). `build_segformer(..., weights=path)`
-loads HF checkpoints offline, in the key names of transformers 4.x and 5.x (the conversion: segformer_hf.py).
+Parameter counts equal HF's for the same config (B0 with 3 classes: 3,714,915). segformer_hf.py builds a preset and
+loads HF checkpoints offline, in the key names of transformers 4.x and 5.x (`build_segformer(..., weights=path)`).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SeglabError, check_known
-from .layers import DropPath
+from .layers import DropPath, pad_to_multiple
 
 # The paper's / HF's presets; every variant shares heads (1, 2, 5, 8), sr ratios (8, 4, 2, 1), patch sizes
 # (7, 3, 3, 3), strides (4, 2, 2, 2) and mlp ratio 4.
@@ -112,7 +111,7 @@ class SegformerConfig:
     @property
     def variant(self) -> str | None:
         """The preset ("b0" .. "b5") whose encoder and decoder widths this config has, or None."""
-        return _variant_of(self.hidden_sizes, self.depths, self.decoder_hidden_size)
+        return variant_of(self.hidden_sizes, self.depths, self.decoder_hidden_size)
 
     @classmethod
     def from_variant(cls, variant: str, num_classes: int = 3, **overrides: Any) -> SegformerConfig:
@@ -127,7 +126,8 @@ class SegformerConfig:
             raise SeglabError(f"invalid SegFormer options: {e}") from None
 
 
-def _variant_of(hidden_sizes: Iterable[int], depths: Iterable[int], decoder_hidden_size: int | None) -> str | None:
+def variant_of(hidden_sizes: Iterable[int], depths: Iterable[int], decoder_hidden_size: int | None) -> str | None:
+    """The preset ("b0" .. "b5") with these encoder widths and depths (and decoder width, unless None), or None."""
     for name, preset in VARIANTS.items():
         same_encoder = tuple(hidden_sizes) == preset["hidden_sizes"] and tuple(depths) == preset["depths"]
         if same_encoder and decoder_hidden_size in (None, preset["decoder_hidden_size"]):
@@ -384,15 +384,8 @@ class Segformer(nn.Module):
             raise SeglabError(f"SegFormer expects images (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
         if self.config.normalize:
             x = (x - self.pixel_mean) / self.pixel_std
-        H, W = x.shape[-2:]
-        m = self.config.pad_multiple
-        ph, pw = (-H) % m, (-W) % m  # always padded (by nothing at multiples of m): one graph for every size
-        mode = self.config.pad_mode
-        if mode == "reflect" and (ph >= H or pw >= W):
-            mode = "replicate"  # reflection needs the pad to be smaller than the side (images under 32 pixels)
-        if mode == "zeros":
-            return F.pad(x, (0, pw, 0, ph))  # (B, 3, Hp, Wp)
-        return F.pad(x, (0, pw, 0, ph), mode=mode)  # (B, 3, Hp, Wp)
+        mode = "constant" if self.config.pad_mode == "zeros" else self.config.pad_mode
+        return pad_to_multiple(x, self.config.pad_multiple, mode)  # (B, 3, Hp, Wp); reflect: replicate under 32 px
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
@@ -428,28 +421,11 @@ class Segformer(nn.Module):
         return maps
 
 
-def build_segformer(
-    variant: str,
-    num_classes: int = 3,
-    image_size: int = 128,
-    weights: str | os.PathLike[str] | None = None,
-    **overrides: Any,
-) -> Segformer:
-    """A SegFormer of a preset ("b0" .. "b5"), optionally with HF weights from a local file or folder."""
-    config = SegformerConfig.from_variant(variant, num_classes=num_classes, image_size=image_size, **overrides)
-    model = Segformer(config)
-    if weights is not None:
-        from .segformer_hf import load_hf_weights
-
-        load_hf_weights(model, weights)
-    return model
-
-
 __all__ = [
     "VARIANTS",
     "AllMLPDecoder",
     "MixTransformer",
     "Segformer",
     "SegformerConfig",
-    "build_segformer",
+    "variant_of",
 ]

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import compare_keys, describe_keys, listing
 from ..errors import SeglabError
-from .segformer import Segformer, SegformerConfig, _variant_of
-from .weights import read_state_dict
+from .segformer import Segformer, SegformerConfig, variant_of
+from .state_dict import listing, load_state_dict_checked, read_state_dict
 
 logger = logging.getLogger("seglab.models.segformer")  # one logger for the SegFormer, its weights included
 
@@ -153,7 +152,7 @@ def _check_hf_config(hf: Mapping[str, Any], config: SegformerConfig, where: str)
     if isinstance(ratios, list) and any(r != config.mlp_ratio for r in ratios):
         diffs.append(f"mlp_ratios {ratios} (model: {config.mlp_ratio})")
     if diffs:
-        theirs = _variant_of(hf.get("hidden_sizes", ()), hf.get("depths", ()), None)
+        theirs = variant_of(hf.get("hidden_sizes", ()), hf.get("depths", ()), None)
         raise SeglabError(
             f"the checkpoint at {where} is {'segformer-' + theirs if theirs else 'another SegFormer'}, the model is "
             f"{'segformer-' + config.variant if config.variant else 'a custom SegFormer'}: {'; '.join(diffs)}"
@@ -177,7 +176,7 @@ def _architecture_hint(mapped: Mapping[str, torch.Tensor], config: SegformerConf
     theirs_d = tuple(depths[i] for i in sorted(depths))
     if not theirs_w or (theirs_w, theirs_d) == (config.hidden_sizes, config.depths):
         return ""
-    name = _variant_of(theirs_w, theirs_d, None)
+    name = variant_of(theirs_w, theirs_d, None)
     ours = config.variant
     return (f" (the checkpoint is {'segformer-' + name if name else 'another SegFormer'}: stage widths {theirs_w}, "
             f"depths {theirs_d}; the model is {'segformer-' + ours if ours else 'a custom SegFormer'}: "
@@ -196,38 +195,42 @@ def load_hf_weights(model: Segformer, path: str | os.PathLike[str]) -> None:
         _check_hf_config(hf_config, model.config, str(path))
     mapped, dropped, unknown = _map_keys(state_dict)
     own = model.state_dict()
-    missing, not_own, wrong_shape = compare_keys(own, mapped)
-    unknown += not_own
-    mapped = {k: v for k, v in mapped.items() if k in own}
-    classifier = [k for k in wrong_shape if k.startswith("decoder.classifier.")]
-    wrong_shape = [k for k in wrong_shape if k not in classifier]
-    if unknown or wrong_shape:
-        hint = _architecture_hint(mapped, model.config)
-        raise SeglabError(f"{path} does not fit this SegFormer{hint}: "
-                          + describe_keys(own, mapped, unknown=unknown, wrong=wrong_shape))
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    # A classifier for another number of classes is re-initialised; an encoder-only checkpoint leaves the whole
+    # decoder fresh. Both are the keys allowed to be missing from what is loaded.
+    classifier = [k for k, v in mapped.items()
+                  if k.startswith("decoder.classifier.") and k in own and v.shape != own[k].shape]
     encoder_only = not any(k.startswith("decoder.") for k in mapped)
-    if encoder_only:
-        missing = [k for k in missing if not k.startswith("decoder.")]
-    if missing:
-        raise SeglabError(f"{path} lacks {len(missing)} key(s) this SegFormer needs: {listing(missing)}")
+    theirs = mapped[classifier[0]].shape[0] if classifier else None
+    mapped = {k: v for k, v in mapped.items() if k not in classifier}
+    load_state_dict_checked(model, mapped, str(path), what="this SegFormer",
+                            optional=("decoder.",) if encoder_only else tuple(classifier), missing_counters=True,
+                            unknown=unknown, hint=_architecture_hint(mapped, model.config))
     if dropped:
         logger.info("%s: dropped the image-classification head (%s)", path, ", ".join(dropped))
     if encoder_only:
         logger.info("%s holds an encoder only: the decoder starts from a fresh initialisation", path)
     if classifier:
-        theirs = mapped[classifier[0]].shape[0]
         warnings.warn(
             f"{path}: the checkpoint's classifier has {theirs} classes, the model {model.config.num_classes}; "
             "the classifier is re-initialised",
             stacklevel=2,
         )
-        for k in classifier:
-            del mapped[k]
-    with torch.no_grad():
-        model.load_state_dict(mapped, strict=False)
-        if classifier:
-            model.reset_classifier()
+        model.reset_classifier()
 
 
-__all__ = ["hf_state_dict_to_seglab", "load_hf_weights", "read_hf_checkpoint"]
+def build_segformer(
+    variant: str,
+    num_classes: int = 3,
+    image_size: int = 128,
+    weights: str | os.PathLike[str] | None = None,
+    **overrides: Any,
+) -> Segformer:
+    """A SegFormer of a preset ("b0" .. "b5"), optionally with HF weights from a local file or folder."""
+    config = SegformerConfig.from_variant(variant, num_classes=num_classes, image_size=image_size, **overrides)
+    model = Segformer(config)
+    if weights is not None:
+        load_hf_weights(model, weights)
+    return model
+
+
+__all__ = ["build_segformer", "hf_state_dict_to_seglab", "load_hf_weights", "read_hf_checkpoint"]

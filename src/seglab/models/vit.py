@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, SelfAttention
+from .layers import MLP, SelfAttention, pad_to_multiple
 
 HEADS = ("linear", "mlp", "upsample")
 
@@ -166,10 +166,9 @@ class VisionTransformerForSegmentation(nn.Module):
 
     def _tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         """Images (B, in, H, W) -> embedded tokens (B, T, C) of the padded image's patch grid (gh, gw)."""
-        H, W = x.shape[-2:]
         p = self.args.patch_size
         x = self.norm_in(x)  # (B, in, H, W); padded after, so BatchNorm's statistics see only real pixels
-        x = F.pad(x, (0, (-W) % p, 0, (-H) % p))  # (B, in, Hp, Wp), multiples of p (a zero pad when they are)
+        x = pad_to_multiple(x, p)  # (B, in, Hp, Wp), multiples of p (a zero pad when they are)
         grid_hw = (x.shape[-2] // p, x.shape[-1] // p)
         x = self.to_patches(x)  # (B, T, in*p*p)
         x = self.patch_embed(x)  # (B, T, C)

@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SeglabError
+from ..errors import SeglabError, check_known
+from .layers import pad_to_multiple
+from .state_dict import listing, load_state_dict_checked, read_state_dict
 from .vit import EncoderBlock, ImageToPatches, PatchesToImage
 
 NORMALIZATIONS = {"inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),  # Google's ViT checkpoints
@@ -116,7 +118,7 @@ class PretrainedViTForSegmentation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
         p = self.args.patch_size
-        x = F.pad(x, (0, (-W) % p, 0, (-H) % p), value=0.5)  # (B, 3, Hp, Wp); always, for traced graphs
+        x = pad_to_multiple(x, p, value=0.5)  # (B, 3, Hp, Wp); always, for traced graphs
         t = self.encoder(x)  # (B, T, C)
         logits = self.to_image(self.head(t), x.shape[-2:])  # (B, classes, Hp, Wp)
         return logits[..., :H, :W]
@@ -179,14 +181,13 @@ def hf_vit_to_seglab(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
             continue
         out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     if unknown:
-        shown = ", ".join(unknown[:12]) + (f" ... and {len(unknown) - 12} more" if len(unknown) > 12 else "")
-        raise SeglabError(f"{len(unknown)} key(s) are not HF ViT weights: {shown}")
+        raise SeglabError(f"{len(unknown)} key(s) are not HF ViT weights: {listing(unknown, 12)}")
     return out
 
 
 def load_hf_vit_weights(model: PretrainedViTForSegmentation, source: str | os.PathLike[str]) -> None:
     """Load HF ViT weights (a file, a checkpoint folder, or "hf:owner/repo") into the model's encoder."""
-    from .weights import load_converted, read_state_dict, resolve_weights
+    from .weights import resolve_weights
 
     path = resolve_weights(source)
     if path.is_dir():
@@ -194,12 +195,15 @@ def load_hf_vit_weights(model: PretrainedViTForSegmentation, source: str | os.Pa
         if not found:
             raise SeglabError(f"{path} holds neither model.safetensors nor pytorch_model.bin")
         path = found[0]
-    load_converted(model.encoder, hf_vit_to_seglab(read_state_dict(path)), str(path))
+    state = hf_vit_to_seglab(read_state_dict(path))
+    load_state_dict_checked(model.encoder, state, str(path), missing_counters=True)
 
 
 def build_pretrained_vit(num_classes: int = 3, image_size: int = 128, encoder_weights: str | None = None,
                          **overrides: object) -> PretrainedViTForSegmentation:
     """vit-b16 (or another shape via overrides), with HF ViT weights from encoder_weights when given."""
+    settable = {f.name for f in fields(PretrainedViTArgs)} - {"image_size", "out_channels"}
+    check_known(overrides, settable | {"encoder_weights"}, " for vit-b16")
     try:
         args = PretrainedViTArgs(image_size=image_size, out_channels=num_classes, **overrides)  # type: ignore[arg-type]
     except (TypeError, ValueError) as e:

