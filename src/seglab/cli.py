@@ -530,7 +530,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # the file system said no (permissions, a full disk, a path that is a file): name it
         if args.debug:
             raise
-        hint = " (the disk is full; free some space)" if e.errno == 28 else ""
+        from .atomic import is_disk_full
+
+        hint = " (the disk is full; free some space)" if is_disk_full(e) else ""
         print(f"seglab: error: {e}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -189,15 +189,14 @@ def export_onnx(
     interpolation, normalisation and parameter count. With check_parity, ONNX Runtime's logits must match
     PyTorch's within atol at the example size and (when dynamic) at an odd size, else SeglabError.
     """
-    from .data.io import INTERPOLATIONS
+    from .data.io import check_interpolation
 
     t0 = time.perf_counter()
     model, header = _load(model_or_checkpoint)
     spec = header["model"]
     size = int(image_size or header.get("image_size") or spec["image_size"])
     interpolation = interpolation or header.get("interpolation", "nearest")
-    if interpolation not in INTERPOLATIONS:
-        raise SeglabError(f"unknown interpolation {interpolation!r}; choose one of {sorted(INTERPOLATIONS)}")
+    check_interpolation(interpolation)
     path = Path(path)
     if path.suffix != ".onnx":
         raise SeglabError(f"the export path should end in .onnx, not {path.name!r} (--out model.onnx)")
