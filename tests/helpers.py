@@ -145,3 +145,22 @@ def tar_member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> 
     if kind == tarfile.CHRTYPE:
         info.devmajor, info.devminor = 1, 3
     return info, data
+
+
+# ---- system programs: skip outside CI with how to install them, fail under CI=true ----
+def require_programs(*names: str, install: str) -> list[str]:
+    """The paths of system programs a test needs. Missing ones skip the test with `install` as the way to get
+    them, except under CI=true, where the test must run, so a missing program fails it."""
+    import os
+    import shutil
+
+    import pytest
+
+    found = {name: shutil.which(name) for name in names}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        why = f"needs {', '.join(missing)} (install: {install})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {why}")
+        pytest.skip(why)
+    return [found[name] for name in names]

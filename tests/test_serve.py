@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from conftest import DEPLOY_CLASSES
+from helpers import require_programs
 from seglab.serve import create_app
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -172,15 +173,17 @@ def test_page_in_headless_chromium(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    chromium, chromedriver = require_programs("chromium", "chromedriver",
+                                              install="apt-get install chromium chromium-driver")
     photo = tmp_path / "pet.jpg"
     photo.write_bytes(photo_bytes(240, 320))
     options = webdriver.ChromeOptions()
-    options.binary_location = "/usr/bin/chromium"
+    options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     try:
         driver.get(server + "/")
         wait = WebDriverWait(driver, 30)
