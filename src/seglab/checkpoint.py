@@ -122,11 +122,16 @@ def _header_problem(header: Any) -> str | None:
     return None
 
 
+def checkpoint_path(run_dir: str | Path, which: str) -> Path:
+    """Where a run directory keeps its `which` checkpoint (last or best): checkpoints/{which}.safetensors."""
+    return Path(run_dir) / CHECKPOINTS_DIR / f"{which}.safetensors"
+
+
 def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
     """The checkpoint file of a run directory: checkpoints/{which}.safetensors, else last."""
     run_dir = Path(run_dir)
     for name in (which, "last"):
-        p = run_dir / CHECKPOINTS_DIR / f"{name}.safetensors"
+        p = checkpoint_path(run_dir, name)
         if p.exists():
             return p
     raise SeglabError(f"no checkpoint in {run_dir / CHECKPOINTS_DIR} (expected best.safetensors or last.safetensors)")

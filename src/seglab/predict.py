@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from .atomic import atomic_write, write_error
+from .atomic import is_disk_full
 from .data.io import IMAGE_SUFFIXES, list_images, read_image
 from .errors import SeglabError
 from .palette import overlay
@@ -80,12 +80,17 @@ def _outputs(out_dir: Path, p: Path) -> tuple[Path, Path]:
 
 
 def _save(picture: Image.Image, path: Path, done: int) -> None:
-    """Write a PNG atomically: an interrupted run never leaves a torn PNG, so --skip-existing can trust every file
-    it finds."""
-    def error(e: OSError, where: Path) -> SeglabError:
-        return SeglabError(f"{write_error(e, where)}; {done} image(s) were done before it")
-
-    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"), error=error)
+    """Write a PNG through a temporary file and a rename: an interrupted run never leaves a torn PNG, so
+    --skip-existing can trust every file it finds. (Not atomic.atomic_write: its sweep for stale temporaries lists
+    the output folder on every write, which grows with the folder; a prediction writes two files per image.)"""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        picture.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        what = "the disk is full" if is_disk_full(e) else f"cannot write ({e})"
+        raise SeglabError(f"{what}: {path}; {done} image(s) were done before it") from None
 
 
 def _batches(paths: list[Path], batch_size: int, depth: int = 1) -> Iterator[list[tuple[Path, Any]]]:

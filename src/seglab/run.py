@@ -7,7 +7,8 @@
     RUN_DIR/checkpoints/       last.safetensors (weights + optimizer) and best.safetensors (weights)
     RUN_DIR/figures/           epoch_NNN.png, progress.gif, curves.png, confusion.png
 
-train.py writes a run through RunDir; compare, eval, predict and serve read it through RunDir.
+train.py writes a run through RunDir; compare and `seglab eval` read it through RunDir (find_run_dir finds the
+run of a checkpoint). Loading a run's model goes through checkpoint.find_checkpoint / load_model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from .atomic import atomic_write
-from .checkpoint import CHECKPOINTS_DIR
+from .checkpoint import CHECKPOINTS_DIR, checkpoint_path
 from .errors import SeglabError
 
 CONFIG = "config.yaml"
@@ -59,7 +60,7 @@ class RunDir:
 
     def checkpoint(self, which: str) -> Path:
         """checkpoints/{which}.safetensors (which: last or best)."""
-        return self.checkpoints / f"{which}.safetensors"
+        return checkpoint_path(self.path, which)
 
     def is_run(self) -> bool:
         return self.config_path.is_file()
