@@ -42,6 +42,23 @@ def _parse_kv(items: list[str] | None, flag: str) -> dict[str, Any]:
     return out
 
 
+def _numbers(kind: type) -> Callable[[str], list[Any]]:
+    """An argparse type: "0.5,2.0" or "0.5" -> a list of kind."""
+    def parse(text: str) -> list[Any]:
+        try:
+            return [kind(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a list of {kind.__name__}s") from None
+    return parse
+
+
+class _Flatten(argparse.Action):
+    """--scale-range 0.5 2.0 and --scale-range 0.5,2.0 both store [0.5, 2.0]."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        setattr(namespace, self.dest, [v for part in values for v in part])
+
+
 def _add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, its help and choices from the field's metadata; defaults suppressed so we
     know which were given explicitly."""
@@ -67,6 +84,10 @@ def _add_config_flags(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
             continue
         kind = int if ("int" in text and "float" not in text) else float if "float" in text else str
+        if "list" in text:  # --crop-size 256 256, --scale-range 0.5,2.0 or 0.5 2.0
+            g.add_argument(flag, type=_numbers(kind), nargs="+", action=_Flatten, default=argparse.SUPPRESS,
+                           metavar=f.name.upper(), help=help_text)
+            continue
         g.add_argument(flag, type=kind, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
     g.add_argument("--model-option", "-O", action="append", metavar="KEY=VALUE",
                    help="a model config override, e.g. -O embed_size=512 (repeatable)")
@@ -214,6 +235,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data import DEFAULT_SPLITS, build_dataset
     from .device import resolve_device
     from .evaluate import evaluate, write_confusion
+    from .inference import Geometry
 
     device = resolve_device(args.device)
     model, header = load_model(args.checkpoint, device)
@@ -231,20 +253,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
             run_cfg.get("ignore_index", 255)
         if same_data and run_cfg.get("masks") and args.ignore_index is None and args.data_root in (None, root):
             options["mask_format"] = run_cfg["masks"]  # read the masks as the run did
+    geometry = Geometry.from_dict(header.get("geometry") or {
+        "image_size": int(header.get("image_size", header["model"]["image_size"])),
+        "interpolation": header.get("interpolation", "nearest")})
+    protocol = args.protocol or geometry.protocol
+    inference = _inference_config(args, batch_size=args.batch_size)
+    if protocol == "article" and (args.mode != "whole" or args.tta):
+        raise SeglabError("--mode slide and --tta score at the masks' own size: add --protocol original")
+    original = protocol == "original"
     ds = build_dataset(dataset, split, root=root, download=args.download,
-                       image_size=int(header.get("image_size", header["model"]["image_size"])),
-                       interpolation=header.get("interpolation", "nearest"), skip_bad=args.skip_bad, quiet=args.quiet,
-                       **options)
+                       image_size=None if original else geometry.image_size,
+                       interpolation="bilinear" if original else header.get("interpolation", "nearest"),
+                       skip_bad=args.skip_bad, quiet=args.quiet, **options)
     if ds.num_classes != header["model"]["num_classes"]:
         raise SeglabError(f"dataset {dataset} has {ds.num_classes} classes but the model predicts "
                           f"{header['model']['num_classes']}")
     print(f"masks: {ds.describe_masks()}")
     t0 = time.perf_counter()
-    m = evaluate(model, ds, batch_size=args.batch_size, device=device, quiet=args.quiet)
+    m = evaluate(model, ds, batch_size=args.batch_size, device=device, quiet=args.quiet, geometry=geometry,
+                 inference=inference)
     cm = m.matrix
     secs = time.perf_counter() - t0
     print(f"{header['model']['name']} on {dataset}/{split} ({len(ds)} images, {secs:.1f} s, "
           f"{len(ds) / secs:.1f} img/s)")
+    scored = (f"original: at the masks' own size ({int(cm.matrix.sum()):,} labelled pixels), "
+              f"{inference.describe()}" if original else f"article: on {geometry.image_size}x{geometry.image_size} "
+              "squares (images and masks resized)")
+    print(f"protocol {scored}")
     _print_metrics(m)
     if ds.skipped:
         print(f"skipped {len(ds.skipped)} bad file(s): " + ", ".join(s for s, _ in ds.skipped))
@@ -263,7 +298,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     results = predict(args.checkpoint, args.inputs, out_dir=args.out, batch_size=args.batch_size, device=args.device,
-                      quiet=args.quiet, skip_bad=args.skip_bad, skip_existing=args.skip_existing, keep=False)
+                      quiet=args.quiet, skip_bad=args.skip_bad, skip_existing=args.skip_existing, keep=False,
+                      mode=args.mode, overlap=args.overlap, tta=args.tta)
     existing = f" ({results.existing} already there, left as they were)" if args.skip_existing else ""
     print(f"wrote {results.count} mask(s) and overlay(s) to {args.out}{existing}")
     if results.skipped:
@@ -288,7 +324,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from .serve.app import serve
 
-    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, device=args.device)
+    serve(args.model, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, device=args.device,
+          inference=_inference_config(args))
     return 0
 
 
@@ -391,6 +428,25 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inference_flags(p: argparse.ArgumentParser) -> None:
+    """--mode, --overlap and --tta: how each image goes through the model (inference.py)."""
+    g = p.add_argument_group("inference (docs/evaluation.md, \"Whole, slide and TTA\")")
+    g.add_argument("--mode", choices=["whole", "slide"], default="whole",
+                   help="whole: the image at the training scale at once; slide: windows of the training crop, "
+                        "blended with a Gaussian weight (large images; default: whole)")
+    g.add_argument("--overlap", type=float, default=0.25, help="slide: the share of a window its neighbour covers "
+                                                               "again, in [0, 1) (default: 0.25)")
+    g.add_argument("--tta", metavar="SPEC", help="test-time augmentation, softmax averaged over the views: flip, "
+                                                "scales=0.75,1.0,1.25, or flip,scales=... (default: none)")
+
+
+def _inference_config(args: argparse.Namespace, batch_size: int = 8):
+    from .inference import InferenceConfig, parse_tta
+
+    flip, scales = parse_tta(args.tta)
+    return InferenceConfig(mode=args.mode, overlap=args.overlap, flip=flip, scales=scales, batch_size=batch_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seglab", description="Efficient semantic segmentation in PyTorch.")
     p.add_argument("--version", action="version", version=f"seglab {_version()}")
@@ -419,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "run's, else 255)")
     e.add_argument("--out", metavar="DIR", help="where confusion.csv and figures/confusion.png go (default: "
                                                 "RUN_DIR/eval/DATASET-SPLIT, else ./eval-DATASET-SPLIT)")
+    e.add_argument("--protocol", choices=["article", "original"],
+                   help="article: score on IMAGE_SIZE squares (the article's figures); original: at the masks' own "
+                        "size (default: the protocol the model was trained with)")
+    _inference_flags(e)
     e.set_defaults(func=cmd_eval)
 
     pr = sub.add_parser("predict", parents=[_shared("device", "quiet", "batch_size", "skip_bad", batch_size=16)],
@@ -429,6 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", required=True, metavar="DIR", help="where the masks and overlays are written")
     pr.add_argument("--skip-existing", action="store_true",
                     help="leave out images whose mask and overlay are already in --out (resume a run)")
+    _inference_flags(pr)
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser("export", help="export a model to ONNX (dynamic batch and size, metadata, parity checked)")
@@ -447,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a run directory, a .safetensors checkpoint or an .onnx file (no torch needed)")
     sv.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
     sv.add_argument("--port", type=_positive_int, default=8000, help="the port (default: 8000)")
+    _inference_flags(sv)
     sv.add_argument("--max-upload-mb", type=float, default=20.0,
                     help="uploads larger than this are refused with 413 (default: 20)")
     sv.set_defaults(func=cmd_serve)

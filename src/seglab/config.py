@@ -21,6 +21,7 @@ import yaml
 
 from .atomic import atomic_write
 from .errors import SeglabError, check_known
+from .inference import MODES, PROTOCOLS, Geometry
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("step", "cosine", "onecycle", "poly", "none")
@@ -39,7 +40,7 @@ RECIPES: dict[str, dict[str, Any]] = {
                          contrast=0.3, interpolation="nearest"),
     # SegFormer's own recipe (AdamW, poly decay, warm-up), with a learning rate that works from scratch.
     "segformer": dict(optimizer="adamw", lr=6e-4, weight_decay=0.01, scheduler="poly", warmup_epochs=2.0,
-                      batch_size=32, interpolation="bilinear"),
+                      batch_size=32, interpolation="bilinear", protocol="original"),
     # A shorter route to the article's accuracy (benchmarks/README.md, "The fast recipe"): AdamW at a higher peak
     # lr with a 1-epoch warm-up and cosine decay to 0 over 40 epochs instead of Adam + StepLR over 50; images
     # resized bilinearly (the article: nearest); same batch, augmentation and loss. Measured on the Oxford-IIIT Pet
@@ -49,7 +50,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # but never the mIoU (benchmarks/results/fast_recipe.md). On GPUs it runs in bf16
     # (amp auto); on CPUs with AVX512-BF16/AMX add --amp bf16.
     "fast": dict(epochs=40, batch_size=64, optimizer="adamw", lr=1e-3, weight_decay=0.05, scheduler="cosine",
-                 warmup_epochs=1.0, hflip=0.5, contrast=0.3, interpolation="bilinear"),
+                 warmup_epochs=1.0, hflip=0.5, contrast=0.3, interpolation="bilinear", protocol="original"),
     # `seglab demo`: a small ViT on the synthetic dataset, a few minutes on a CPU.
     "demo": dict(model="vit", dataset="synthetic", image_size=64, train_samples=1024, val_samples=256, epochs=10,
                  batch_size=32, lr=1e-3, optimizer="adamw", weight_decay=0.01, scheduler="cosine",
@@ -62,7 +63,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # pixel accuracy where 50 `article` epochs reach 0.824; with --epochs 25 it passes that by epoch 9, ends at 0.838).
     "finetune": dict(epochs=5, batch_size=16, optimizer="adamw", lr=2e-3, weight_decay=1e-4, scheduler="cosine",
                      warmup_epochs=0.5, encoder_lr_ratio=0.3, freeze_encoder_epochs=1, hflip=0.5, contrast=0.3,
-                     brightness=0.2, saturation=0.2, interpolation="bilinear"),
+                     brightness=0.2, saturation=0.2, interpolation="bilinear", protocol="original"),
 }
 
 Choices = tuple[str, ...] | Callable[[], Iterable[str]]
@@ -76,6 +77,7 @@ def option(
     low: float | None = None,
     high: float | None = None,
     low_open: bool = False,
+    length: tuple[int, int] | None = None,
     pattern: tuple[str, str] | None = None,
     flag: bool = True,
     default_factory: Callable[[], Any] | None = None,
@@ -83,9 +85,10 @@ def option(
     """A TrainConfig field with its help, choices (a tuple, or a function that lists them on use: the model
     registry imports torch), range [low, high] ((low, high] with low_open), `pattern` (a regular expression
     and how to say it) for values accepted besides the choices, and flag=False for a field without a generated
-    command-line flag (the CLI has its own, e.g. -O for model_options)."""
+    command-line flag (the CLI has its own, e.g. -O for model_options). A list field gives `length`, the (fewest,
+    most) numbers it takes; low and high then bound each of them."""
     metadata = {"help": help, "choices": choices, "low": low, "high": high, "low_open": low_open,
-                "pattern": pattern, "flag": flag}
+                "pattern": pattern, "flag": flag, "length": length}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -153,13 +156,35 @@ class TrainConfig:
     masks: dict[str, Any] = option(
         help="how the folder dataset's masks are read, as detected by the first run and recorded here so that a "
              "repeat reads them the same way (empty: detect)", default_factory=dict, flag=False)
-    image_size: int = option(128, "images and masks are resized to IMAGE_SIZE x IMAGE_SIZE pixels", low=1)
-    interpolation: str = option("nearest", "how images are resized (masks always by nearest)",
+    image_size: int = option(128, "the article protocol: images and masks are resized to IMAGE_SIZE x IMAGE_SIZE "
+                                  "pixels; the original protocol: the crop's side when --crop-size is unset", low=1)
+    interpolation: str = option("nearest", "how the article protocol resizes images (masks always by nearest; the "
+                                           "original protocol rescales images bilinearly)",
                                 choices=_interpolations)
     train_samples: int | None = option(None, "synthetic: how many training images; other datasets: use only "
                                              "the first N", low=1)
     val_samples: int | None = option(None, "like train_samples, for the validation split", low=1)
     skip_bad: bool = option(False, "leave out images or masks that cannot be read, and list them in train.log")
+    # the data path (docs/training.md, "Two protocols")
+    protocol: str = option("article", "article: every image and mask resized to an IMAGE_SIZE square, trained and "
+                                      "scored there (the article's); original: images at their own size, random "
+                                      "rescale + crop in training, scored at the masks' own size", choices=PROTOCOLS)
+    cache_max_side: int = option(1024, "original: the cache caps each image's long side at this many pixels (0: no "
+                                       "cap); inference rescales images the same way", low=0)
+    base_size: int | None = option(None, "original: the long side images are rescaled to at scale 1.0 (unset: each "
+                                         "image's own, capped by cache_max_side)", low=1)
+    crop_size: list[int] | None = option(None, "original: the training crop, H W (one number: a square; unset: "
+                                               "IMAGE_SIZE square); also the slide window", low=1, length=(1, 2))
+    scale_range: list[float] = option(help="original: the random rescale factor is drawn from [LO, HI]",
+                                      default_factory=lambda: [0.5, 2.0], low=0, low_open=True, high=8,
+                                      length=(2, 2))
+    cat_max_ratio: float = option(1.0, "original: a crop where one class holds more than this share of the labelled "
+                                       "pixels is drawn again, up to 10 times (1: off; mmseg uses 0.75)", low=0,
+                                  high=1, low_open=True)
+    eval_mode: str = option("whole", "original: validation runs the whole rescaled image, or slides windows of the "
+                                     "crop over it", choices=MODES)
+    overlap: float = option(0.25, "eval_mode slide: the share of a window its neighbour covers again, in [0, 1)",
+                            low=0, high=1)
     # optimisation
     epochs: int = option(50, "passes over the training split", low=1)
     batch_size: int = option(64, "images per optimizer step, over all processes (split across ranks under "
@@ -193,6 +218,11 @@ class TrainConfig:
     contrast: float = option(0.3, "colour jitter: contrast strength (0: off)", low=0)
     brightness: float = option(0.0, "colour jitter: brightness strength (0: off)", low=0)
     saturation: float = option(0.0, "colour jitter: saturation strength (0: off)", low=0)
+    hue: float = option(0.0, "colour jitter: hue shift, at most this share of a full turn (0: off)", low=0, high=0.5)
+    vflip: float = option(0.0, "probability of a vertical flip of image and mask (aerial, microscopy)", low=0, high=1)
+    rot90: float = option(0.0, "probability of 1-3 quarter turns of image and mask (square crops only)", low=0,
+                          high=1)
+    blur: float = option(0.0, "probability of a Gaussian blur of the image (sigma 0.1-2.0)", low=0, high=1)
     # running
     seed: int = option(0, "seeds everything: the same config and seed give the same metrics on a CPU",
                        low=0, high=2**63 - 1)
@@ -232,9 +262,41 @@ class TrainConfig:
         if self.run_name is not None and (self.run_name.strip() in ("", ".", "..") or Path(self.run_name).is_absolute()
                                           or ".." in Path(self.run_name).parts):
             raise bad("run_name", "must be a folder name inside out_dir")
+        self._check_protocol(bad)
         if self.scheduler == "onecycle" and self.warmup_epochs >= self.epochs:
             raise bad("warmup_epochs", f"must be less than epochs ({self.epochs}) for the onecycle scheduler")
         self._check_model()
+
+    def _check_protocol(self, bad: Callable[[str, str], SeglabError]) -> None:
+        """The data path's options: those of the original protocol are refused under the article's."""
+        if self.protocol == "article":
+            given = [name for name, unset in (("crop_size", None), ("base_size", None), ("scale_range", [0.5, 2.0]),
+                                              ("cat_max_ratio", 1.0), ("eval_mode", "whole"))
+                     if getattr(self, name) != unset]
+            if given:
+                raise bad(given[0], "applies to the original protocol (--protocol original); the article protocol "
+                                    "resizes every image to IMAGE_SIZE squares")
+        lo, hi = self.scale_range
+        if lo > hi:
+            raise bad("scale_range", f"out of order: LO {lo:g} is above HI {hi:g}")
+        if self.overlap >= 1:
+            raise bad("overlap", "must be in [0, 1): windows that overlap completely never move")
+        h, w = self.crop()
+        if self.rot90 > 0 and h != w:
+            raise bad("rot90", f"needs a square crop (a quarter turn of {h}x{w} is {w}x{h}); set --crop-size {h}")
+
+    def crop(self) -> tuple[int, int]:
+        """The training crop (H, W): crop_size, else an IMAGE_SIZE square (the article protocol's square)."""
+        if self.crop_size:
+            return (self.crop_size[0], self.crop_size[-1])
+        return self.image_size, self.image_size
+
+    def geometry(self) -> Geometry:
+        """How the trained model sees images (inference.Geometry), recorded in its checkpoints."""
+        return Geometry(protocol=self.protocol, image_size=self.image_size,
+                        crop_size=self.crop() if self.protocol == "original" else None, base_size=self.base_size,
+                        max_side=self.cache_max_side or None,
+                        interpolation=self.interpolation if self.protocol == "article" else "bilinear")
 
     def _check_model(self) -> None:
         """Build the model on the meta device: unknown or impossible model options fail now, before any data."""
@@ -310,17 +372,28 @@ def _out_of_range(f: dataclasses.Field, value: Any) -> str | None:
     """Why a field's (type-checked) value breaks its metadata's range or choices, or None."""
     if value is None or isinstance(value, (bool, dict)):
         return None
+    m = f.metadata
+    if isinstance(value, list):
+        fewest, most = m.get("length") or (0, len(value))
+        if not fewest <= len(value) <= most:
+            return f"takes {fewest if fewest == most else f'{fewest} or {most}'} number(s), not {len(value)}"
+        return next((why for v in value if (why := _range(m, v, ""))), None)
     if isinstance(value, float) and not math.isfinite(value):
         return "must be a finite number"
-    m = f.metadata
     choices = choices_of(f)
     if choices is not None and value not in choices and not (m["pattern"] and re.fullmatch(m["pattern"][0], value)):
         return f"choose one of {', '.join(choices)}" + (f" or {m['pattern'][1]}" if m["pattern"] else "")
+    return _range(m, value, " (or unset)" if f.default is None else "")
+
+
+def _range(m: Any, value: Any, unset: str) -> str | None:
+    """Why a number breaks a field's [low, high] (metadata m), or None."""
     low, high, low_open = m.get("low"), m.get("high"), m.get("low_open")
     if low is None or isinstance(value, str):
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
     if (value <= low if low_open else value < low) or (high is not None and value > high):
-        unset = " (or unset)" if f.default is None else ""
         if high is not None:
             return f"must be in {'(' if low_open else '['}{low}, {high}]{unset}"
         if low_open:
@@ -340,6 +413,14 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
 
     def wrong(kind: str) -> SeglabError:
         return SeglabError(f"{source}: {key} must be {kind}, not {value!r}")
+    if "list" in text:
+        kind = int if "list[int]" in text else float
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)) or any(isinstance(v, bool) or not isinstance(v, (int, float))
+                                                       or (kind is int and not float(v).is_integer()) for v in value):
+            raise wrong("a list of integers" if kind is int else "a list of numbers")
+        return [kind(v) for v in value]
     if "dict" in text:
         if not isinstance(value, dict):
             raise wrong("a mapping")

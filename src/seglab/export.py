@@ -89,6 +89,9 @@ def _metadata(model: nn.Module, header: dict[str, Any], class_names: list[str] |
         "colors": json.dumps(colors),
         "image_size": str(image_size),
         "interpolation": interpolation,
+        # How the model saw images in training (inference.Geometry): whole / slide / TTA read it.
+        "geometry": json.dumps(dict(header.get("geometry") or {"protocol": "article", "interpolation": interpolation},
+                                    image_size=image_size)),
         # What the model's input is: RGB pixels / 255, no mean or std (a model that wants ImageNet statistics,
         # such as SegFormer with normalize=True, applies them inside its graph).
         "normalization": json.dumps({"scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],

@@ -1,10 +1,11 @@
 """ONNX Runtime inference with numpy and Pillow only: no torch import anywhere on this path.
 
 An .onnx file written by seglab.export_onnx carries what inference needs in its metadata ("seglab.*"): class
-names and colours, the training image size, the resize interpolation and the input normalisation. OnnxSegmenter
-reads it, resizes images to that size, runs the graph and resizes the logits back to each image's own size with
-the same bilinear rule as PyTorch's F.interpolate(align_corners=False), so its masks are those of `seglab predict`
-on the checkpoint (up to float rounding at class boundaries).
+names and colours, the training image size and geometry (how the model saw images: inference.Geometry), the
+resize interpolation. OnnxSegmenter reads it and hands the graph to inference.py as a forward function: whole,
+slide and TTA, and the resize back to each image's size with PyTorch's F.interpolate(align_corners=False) rule,
+are the same code as on PyTorch, so its masks are those of `seglab predict` on the checkpoint (up to float
+rounding at class boundaries).
 
 OnnxSegmenter answers segmenter.Segmenter's calls, as the PyTorch backend does; segmenter.load_segmenter picks
 the backend for a path.
@@ -21,45 +22,8 @@ from PIL import Image
 
 from .data.io import INTERPOLATIONS
 from .errors import SeglabError
+from .inference import Geometry, InferenceConfig, resize_bilinear, segment, upsampled_argmax
 from .palette import palette
-
-
-def _resize_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
-    """Linear resampling of one axis to n_out samples: half-pixel centres, source coordinates clamped at 0 and at
-    the last sample (the rule of torch's F.interpolate(mode="bilinear", align_corners=False), without antialias)."""
-    n_in = x.shape[axis]
-    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    shape = [1] * x.ndim
-    shape[axis] = n_out
-    w = (src - i0).astype(np.float32).reshape(shape)
-    return np.take(x, i0, axis=axis) * (1 - w) + np.take(x, i1, axis=axis) * w
-
-
-def resize_bilinear(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (C, h, w) float maps to (C, H, W) like torch's F.interpolate(mode="bilinear", align_corners=False)."""
-    return _resize_axis(_resize_axis(x, size[0], 1), size[1], 2)
-
-
-def upsampled_argmax(logits: np.ndarray, size: tuple[int, int], rows_per_chunk: int = 256) -> np.ndarray:
-    """argmax over classes of (C, h, w) logits resized bilinearly to (H, W): a uint8 mask, computed in row chunks
-    so that a large photo never needs the whole (C, H, W) float map at once."""
-    H, W = size
-    rows = _resize_axis(logits, H, 1)  # (C, H, w): w is the model's small size
-    mask = np.empty((H, W), dtype=np.uint8)
-    for start in range(0, H, rows_per_chunk):
-        mask[start:start + rows_per_chunk] = _resize_axis(rows[:, start:start + rows_per_chunk], W, 2).argmax(0)
-    return mask
-
-
-def to_input(images: list[Image.Image], image_size: int, interpolation: str) -> np.ndarray:
-    """RGB images -> (B, 3, S, S) float32 in [0, 1], each resized to S x S by the recorded interpolation."""
-    batch = np.stack([
-        np.asarray(im.convert("RGB").resize((image_size, image_size), INTERPOLATIONS[interpolation]), dtype=np.uint8)
-        for im in images
-    ])  # (B, S, S, 3)
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
 
 
 class OnnxSegmenter:
@@ -94,6 +58,9 @@ class OnnxSegmenter:
             self.interpolation = meta["seglab.interpolation"]
             self.parameters = int(meta.get("seglab.parameters", "0"))
             self.dynamic_hw = meta.get("seglab.dynamic_hw") == "true"
+            recorded = json.loads(meta["seglab.geometry"]) if "seglab.geometry" in meta else {
+                "image_size": self.image_size, "interpolation": self.interpolation}  # older files: article squares
+            self.geometry = Geometry.from_dict(recorded, fixed=not self.dynamic_hw)
             self.input_name = meta.get("seglab.input", self.session.get_inputs()[0].name)
             n = len(self.class_names)
             self.colors = json.loads(meta["seglab.colors"]) if "seglab.colors" in meta else palette(n)[:n].tolist()
@@ -107,17 +74,13 @@ class OnnxSegmenter:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def logits(self, images: list[Image.Image]) -> np.ndarray:
-        """(B, C, S, S) float32 logits at the model's size."""
-        x = to_input(images, self.image_size, self.interpolation)
-        return self.session.run(None, {self.input_name: x})[0]
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """float32 images (B, 3, h, w) in [0, 1] -> float32 logits (B, C, h, w)."""
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
-        """Class-id masks (H, W) uint8 at each image's own size."""
-        if not images:
-            return []
-        logits = self.logits(images)
-        return [upsampled_argmax(lg, (im.size[1], im.size[0])) for im, lg in zip(images, logits)]
+    def predict_masks(self, images: list[Image.Image], config: InferenceConfig | None = None) -> list[np.ndarray]:
+        """Class-id masks (H, W) uint8 at each image's own size (config: mode, overlap, TTA; default whole)."""
+        return segment(images, self.forward, self.geometry, config)
 
 
-__all__ = ["OnnxSegmenter", "resize_bilinear", "to_input", "upsampled_argmax"]
+__all__ = ["OnnxSegmenter", "resize_bilinear", "upsampled_argmax"]

@@ -1,4 +1,5 @@
-"""Inference on images of any size, streamed: batches at the model's size, logits resized back, masks and overlays.
+"""Inference on images of any size, streamed: whole, sliding-window or test-time-augmented (inference.py), masks
+and overlays at each image's own size.
 
 predict() holds one batch of decoded images at a time: a background thread decodes the next batch (into a queue
 of at most one batch) while the model runs on this one, and each batch's masks and overlays are written before the
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from .atomic import is_disk_full
 from .data.io import IMAGE_SUFFIXES, list_images, read_image
 from .errors import SeglabError
+from .inference import InferenceConfig, parse_tta
 from .palette import overlay
 from .segmenter import Segmenter, TorchSegmenter, load_segmenter
 
@@ -170,6 +172,9 @@ def predict(
     skip_bad: bool = False,
     skip_existing: bool = False,
     keep: bool = True,
+    mode: str = "whole",
+    overlap: float = 0.25,
+    tta: str | None = None,
 ) -> Predictions:
     """Predict every image (files or folders of images) with a checkpoint, a run directory's best, or an .onnx.
 
@@ -184,6 +189,8 @@ def predict(
         raise SeglabError(f"batch_size must be a positive integer, not {batch_size!r}")
     if skip_existing and out_dir is None:
         raise SeglabError("skip_existing (--skip-existing) needs an output folder (--out)")
+    flip, scales = parse_tta(tta)
+    config = InferenceConfig(mode=mode, overlap=overlap, flip=flip, scales=scales)
     segmenter = load_segmenter(checkpoint, device=device)
     paths = _expand(inputs)
     if out_dir is not None:
@@ -215,7 +222,7 @@ def predict(
                 else:
                     chunk.append(p)
                     images.append(im)
-            for p, im, mask in zip(chunk, images, segmenter.predict_masks(images)):
+            for p, im, mask in zip(chunk, images, segmenter.predict_masks(images, config)):
                 if out_dir is not None:
                     mask_path, overlay_path = _outputs(out_dir, p)
                     _save(Image.fromarray(mask), mask_path, results.count)

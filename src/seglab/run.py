@@ -27,6 +27,12 @@ from .errors import SeglabError
 
 CONFIG = "config.yaml"
 METRICS = "metrics.csv"
+TEXT_COLUMNS = ("protocol",)  # metrics.csv's columns that are not numbers: how the epoch was scored
+
+
+def numeric(row: dict[str, Any]) -> dict[str, float]:
+    """A metrics row's numbers as floats (empty cells and TEXT_COLUMNS left out)."""
+    return {k: float(v) for k, v in row.items() if v not in ("", None) and k not in TEXT_COLUMNS}
 LOG = "train.log"
 FIGURES_DIR = "figures"
 _DEVICE_LINE = re.compile(r"; device (\S+?); world size (\d+)")
@@ -100,9 +106,9 @@ class RunDir:
             raise SeglabError(f"metrics file is damaged ({e}): {self.metrics_path}") from None
 
     def read_history(self) -> list[dict[str, float]]:
-        """metrics.csv's rows as numbers (empty cells left out)."""
+        """metrics.csv's rows as numbers (empty cells and TEXT_COLUMNS left out)."""
         try:
-            return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in self.read_metrics()]
+            return [numeric(r) for r in self.read_metrics()]
         except ValueError as e:
             raise SeglabError(f"metrics file is damaged ({e}): {self.metrics_path}") from None
 
@@ -152,4 +158,4 @@ def find_run_dir(path: str | Path) -> RunDir | None:
     return None
 
 
-__all__ = ["CONFIG", "FIGURES_DIR", "LOG", "METRICS", "RunDir", "find_run_dir", "start_line"]
+__all__ = ["CONFIG", "FIGURES_DIR", "LOG", "METRICS", "TEXT_COLUMNS", "RunDir", "find_run_dir", "numeric", "start_line"]

@@ -1,5 +1,6 @@
 """The Segmenter protocol: what `seglab predict` and `seglab serve` need from a model, whatever runs it; its
-PyTorch backend; and load_segmenter, which picks the backend for a path.
+PyTorch backend; and load_segmenter, which picks the backend for a path. Every backend hands inference.py a
+forward function, so whole / slide / TTA and the resize back to each image's size are one code for all of them.
 
     .onnx file                        onnx_runtime.OnnxSegmenter (numpy + ONNX Runtime; torch is never imported)
     checkpoint or run directory       TorchSegmenter (PyTorch)
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from PIL import Image
 
-from .data.io import INTERPOLATIONS
+from .inference import Geometry, InferenceConfig, segment
 from .palette import palette
 
 if TYPE_CHECKING:
@@ -32,41 +33,34 @@ class Segmenter(Protocol):
     interpolation: str
     parameters: int
     backend: str
+    geometry: Geometry  # how the model saw images in training (inference.py)
 
     @property
     def num_classes(self) -> int: ...
 
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
-        """Class-id masks (H, W) uint8 at each image's own size."""
+    def predict_masks(self, images: list[Image.Image], config: InferenceConfig | None = None) -> list[np.ndarray]:
+        """Class-id masks (H, W) uint8 at each image's own size (config: mode, overlap, TTA; default whole)."""
         ...
 
 
 def predict_images(
     model: nn.Module,
     images: list[Image.Image],
-    image_size: int,
-    interpolation: str = "nearest",
+    geometry: Geometry | int,
+    config: InferenceConfig | None = None,
     device: torch.device | str | None = None,
 ) -> list[np.ndarray]:
-    """Class-id masks (H, W) uint8 at each image's own size: resize to the model's size, predict, resize logits back."""
+    """Class-id masks (H, W) uint8 at each image's own size from a PyTorch model. geometry: how the model saw
+    images in training (an int: the article's square of that side)."""
     import torch
-    import torch.nn.functional as F
 
+    from .evaluate import torch_forward
+
+    if isinstance(geometry, int):
+        geometry = Geometry(image_size=geometry, interpolation="nearest")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    with torch.inference_mode():
-        x = torch.stack([
-            torch.from_numpy(np.array(im.resize((image_size, image_size), INTERPOLATIONS[interpolation])))
-            .permute(2, 0, 1)
-            for im in images
-        ]).to(device).float().div_(255.0)  # (B, 3, S, S)
-        logits = model(x).float()  # (B, C, S, S)
-        masks = []
-        for im, lg in zip(images, logits):
-            w, h = im.size
-            up = F.interpolate(lg[None], size=(h, w), mode="bilinear", align_corners=False)  # (1, C, H, W)
-            masks.append(up[0].argmax(0).byte().cpu().numpy())
-    return masks
+    return segment(images, torch_forward(model, device), geometry, config)
 
 
 class TorchSegmenter:
@@ -84,6 +78,9 @@ class TorchSegmenter:
         self.name = spec["name"]
         self.image_size = int(header.get("image_size", spec["image_size"]))
         self.interpolation = header.get("interpolation", "nearest")
+        # A checkpoint from before the original protocol records no geometry: it was trained on article squares.
+        self.geometry = Geometry.from_dict(header.get("geometry") or {"image_size": self.image_size,
+                                                                      "interpolation": self.interpolation})
         n = int(spec["num_classes"])
         self.class_names = list(header.get("class_names") or [f"class {i}" for i in range(n)])
         self.colors = palette(n)[:n].tolist()
@@ -93,10 +90,10 @@ class TorchSegmenter:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def predict_masks(self, images: list[Image.Image]) -> list[np.ndarray]:
+    def predict_masks(self, images: list[Image.Image], config: InferenceConfig | None = None) -> list[np.ndarray]:
         if not images:
             return []
-        return predict_images(self.model, images, self.image_size, self.interpolation, self.device)
+        return predict_images(self.model, images, self.geometry, config, self.device)
 
 
 def load_segmenter(path: str | os.PathLike[str], device: str = "auto") -> Segmenter:

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
@@ -34,17 +35,19 @@ from tqdm import tqdm
 from . import distributed as dist
 from .checkpoint import load_weights, read_checkpoint, restore_optimizer, save_checkpoint
 from .config import TrainConfig
-from .data import SegmentationDataset
+from .data import ImageStore, SegmentationDataset
 from .data.augment import AugmentConfig, augment_batch, to_float
 from .data.checks import check_splits
+from .data.crops import CropConfig, crop_batch, largest_crop_fits
 from .device import autocast_for, resolve_device
 from .errors import SeglabError
-from .evaluate import evaluate, load_split, write_confusion
+from .evaluate import evaluate, load_split, torch_forward, write_confusion
 from .finetune import load_init_from, param_groups, set_encoder_frozen
+from .inference import InferenceConfig, segment
 from .losses import LossFn, build_loss
 from .metrics import IGNORE_INDEX, per_class_line
 from .models import build_model
-from .run import RunDir, start_line
+from .run import RunDir, numeric, start_line
 from .viz import grid_image, save_curves, save_gif
 
 
@@ -60,40 +63,62 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
 
 
-def load_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """The training and validation splits of cfg.dataset at cfg.image_size."""
-    cfg = cfg.with_default_splits()
+Split = SegmentationDataset | ImageStore
 
-    def one(split: str, samples: int | None) -> SegmentationDataset:
-        return load_split(cfg, split, samples)
+
+def load_datasets(cfg: TrainConfig) -> tuple[Split, Split]:
+    """The training and validation splits of cfg.dataset: IMAGE_SIZE squares (the article protocol), or at their
+    own size (the original protocol: training images capped at cache_max_side, validation masks as labelled)."""
+    cfg = cfg.with_default_splits()
+    original = cfg.protocol == "original"
+
+    def both() -> tuple[Split, Split]:
+        return (load_split(cfg, cfg.train_split, cfg.train_samples, original=original,
+                           max_side=cfg.cache_max_side or None),
+                load_split(cfg, cfg.val_split, cfg.val_samples, original=original))
 
     if dist.is_main():  # rank 0 builds the caches; the others then read them
-        train_ds = one(cfg.train_split, cfg.train_samples)
-        val_ds = one(cfg.val_split, cfg.val_samples)
+        train_ds, val_ds = both()
         dist.barrier()
     else:
         dist.barrier()
-        train_ds = one(cfg.train_split, cfg.train_samples)
-        val_ds = one(cfg.val_split, cfg.val_samples)
+        train_ds, val_ds = both()
     if train_ds.class_names != val_ds.class_names:
         raise SeglabError(f"train and val splits disagree on classes: {train_ds.class_names} vs {val_ds.class_names}")
     return train_ds, val_ds
 
 
-def make_loss(cfg: TrainConfig, train_ds: SegmentationDataset) -> LossFn:
+def make_loss(cfg: TrainConfig, train_ds: Split) -> LossFn:
     """The training loss (cfg.loss: cross-entropy by default, the article's), ignoring 255, with cfg.class_weights
     (auto: from the training split's pixels per class) and cfg.label_smoothing (cross-entropy)."""
     return build_loss(cfg.loss, cfg.class_weights, ignore_index=IGNORE_INDEX, pixel_counts=train_ds.pixel_counts(),
                       label_smoothing=cfg.label_smoothing)
 
 
-def _preflight(train_ds: SegmentationDataset, val_ds: SegmentationDataset, cfg: TrainConfig) -> list[str]:
+def _preflight(train_ds: Split, val_ds: Split, cfg: TrainConfig) -> list[str]:
     """Refuse data a run cannot mean anything on (data/checks.py), before the first step; return the warnings."""
     errors, warnings = check_splits(train_ds, val_ds, where=cfg.data_root or cfg.dataset)
     if errors:
         more = f" (and {len(errors) - 1} more problem(s): seglab data inspect lists them)" if len(errors) > 1 else ""
         raise SeglabError(errors[0] + more)
+    if isinstance(train_ds, ImageStore) and not largest_crop_fits(train_ds, _crop_config(cfg)):
+        h, w = cfg.crop()
+        longest = int(train_ds.sizes.max())
+        raise SeglabError(f"--crop-size {h} {w} is larger than every training image even at the largest scale "
+                          f"{cfg.scale_range[1]:g} (the longest side is {longest} px, base size "
+                          f"{cfg.base_size or 'their own'}): every crop would be mostly padding. Choose a smaller "
+                          "--crop-size, or a larger --base-size or --scale-range.")
     return warnings
+
+
+def _crop_config(cfg: TrainConfig) -> CropConfig:
+    return CropConfig(crop_size=cfg.crop(), base_size=cfg.base_size,
+                      scale_range=(cfg.scale_range[0], cfg.scale_range[1]), cat_max_ratio=cfg.cat_max_ratio)
+
+
+def _inference_config(cfg: TrainConfig) -> InferenceConfig:
+    """How validation runs the model under the original protocol."""
+    return InferenceConfig(mode=cfg.eval_mode, overlap=cfg.overlap, batch_size=cfg.eval_batch_size)
 
 
 def _param_groups(cfg: TrainConfig, model: nn.Module) -> list[dict[str, Any]]:
@@ -209,8 +234,8 @@ class _Run:
 
     cfg: TrainConfig
     device: torch.device
-    train_ds: SegmentationDataset
-    val_ds: SegmentationDataset
+    train_ds: Split
+    val_ds: Split
     raw_model: nn.Module  # the model itself (its state is what checkpoints hold)
     model: nn.Module  # what the steps call: raw_model, or its DDP / torch.compile wrapper
     optimizer: torch.optim.Optimizer
@@ -221,10 +246,11 @@ class _Run:
     per_rank_batch: int
     per_rank_samples: int
     steps_per_epoch: int
-    images: torch.Tensor  # (N, 3, H, W) uint8: the whole training split on the device
-    masks: torch.Tensor  # (N, H, W) uint8
-    vis_x: torch.Tensor  # (V, 3, H, W) float: the fixed validation images drawn each epoch
-    vis_y: torch.Tensor  # (V, H, W) int64, on the CPU
+    images: torch.Tensor | None  # (N, 3, H, W) uint8: the whole training split on the device (article protocol)
+    masks: torch.Tensor | None  # (N, H, W) uint8
+    vis_x: torch.Tensor  # (V, 3, S, S) float: the fixed validation images drawn each epoch
+    vis_y: torch.Tensor  # (V, S, S) int64, on the CPU
+    vis_images: list[np.ndarray] = field(default_factory=list)  # original protocol: those images (h, w, 3) uint8
     warnings: list[str] = field(default_factory=list)  # from the pre-flight checks, logged once
     run_dir: RunDir = RunDir(Path())
     start_epoch: int = 0
@@ -317,12 +343,28 @@ def _build(cfg: TrainConfig, resuming: bool) -> _Run:
     optimizer = make_optimizer(cfg, raw_model, device)
     scheduler, per_step = _make_scheduler(cfg, optimizer, steps_per_epoch)
     n_vis = min(cfg.num_vis, len(val_ds))
-    return _Run(cfg=cfg, device=device, train_ds=train_ds, val_ds=val_ds, raw_model=raw_model, model=model,
-                optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=make_loss(cfg, train_ds),
-                warnings=warnings,
-                channels_last=channels_last, per_rank_batch=per_rank_batch, per_rank_samples=per_rank_samples,
-                steps_per_epoch=steps_per_epoch, images=train_ds.images.to(device), masks=train_ds.masks.to(device),
+    common = dict(cfg=cfg, device=device, train_ds=train_ds, val_ds=val_ds, raw_model=raw_model, model=model,
+                  optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=make_loss(cfg, train_ds),
+                  warnings=warnings, channels_last=channels_last, per_rank_batch=per_rank_batch,
+                  per_rank_samples=per_rank_samples, steps_per_epoch=steps_per_epoch)
+    if isinstance(train_ds, ImageStore):  # crops are cut per batch; the figure shows squares of the first images
+        vis_images = [np.ascontiguousarray(val_ds.image(i).transpose(1, 2, 0)) for i in range(n_vis)]
+        vis_x, vis_y = _squares(vis_images, [val_ds.mask(i) for i in range(n_vis)], cfg.image_size)
+        return _Run(**common, images=None, masks=None, vis_x=vis_x, vis_y=vis_y, vis_images=vis_images)
+    return _Run(**common, images=train_ds.images.to(device), masks=train_ds.masks.to(device),
                 vis_x=to_float(val_ds.images[:n_vis].to(device)), vis_y=val_ds.masks[:n_vis].long())
+
+
+def _squares(images: list[np.ndarray], masks: list[np.ndarray], side: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (h, w, 3) uint8 and masks (h, w) of any sizes -> float (V, 3, S, S) and int64 (V, S, S), for a grid."""
+    from PIL import Image
+
+    x = [torch.from_numpy(np.asarray(Image.fromarray(im).resize((side, side), Image.Resampling.BILINEAR)))
+         .permute(2, 0, 1) for im in images]
+    y = [torch.from_numpy(np.asarray(Image.fromarray(m).resize((side, side), Image.Resampling.NEAREST))) for m in masks]
+    if not x:
+        return torch.zeros(0, 3, side, side), torch.zeros(0, side, side, dtype=torch.long)
+    return to_float(torch.stack(x)), torch.stack(y).long()
 
 
 def _restore(run: _Run, resume: str | Path | None) -> None:
@@ -365,7 +407,14 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
             print(line)
     if run.start_epoch == 0:
         n_params = sum(p.numel() for p in run.raw_model.parameters())
-        size = f"{cfg.image_size}x{cfg.image_size}"
+        if cfg.protocol == "original":
+            h, w = cfg.crop()
+            cap = f", long side <= {cfg.cache_max_side}" if cfg.cache_max_side else ""
+            size = (f"their own size{cap} (original protocol: {h}x{w} crops, scale {cfg.scale_range[0]:g}-"
+                    f"{cfg.scale_range[1]:g} of {f'long side {cfg.base_size}' if cfg.base_size else 'their own'}; "
+                    f"scored at the masks' size, {cfg.eval_mode})")
+        else:
+            size = f"{cfg.image_size}x{cfg.image_size} (article protocol)"
         run.log(start_line(cfg.model, n_params, cfg.dataset, len(train_ds), len(val_ds), size, str(run.device),
                            run.world))
 
@@ -374,7 +423,9 @@ def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
     """Shuffle, augment and step through this rank's shard of the training split; stop on a non-finite loss."""
     cfg, device, world = run.cfg, run.device, run.world
     images, masks = run.images, run.masks
-    aug = AugmentConfig(hflip=cfg.hflip, contrast=cfg.contrast, brightness=cfg.brightness, saturation=cfg.saturation)
+    aug = AugmentConfig(hflip=cfg.hflip, contrast=cfg.contrast, brightness=cfg.brightness, saturation=cfg.saturation,
+                        hue=cfg.hue, vflip=cfg.vflip, rot90=cfg.rot90, blur=cfg.blur)
+    crops = _crop_config(cfg) if images is None else None
     n_train = len(run.train_ds)
     t0 = time.perf_counter()
     seed = _epoch_seed(cfg.seed, epoch)
@@ -382,8 +433,10 @@ def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
     order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
     if world > 1:  # pad to a multiple of the world size like DistributedSampler, then take this rank's shard
         order = torch.cat([order, order[: run.per_rank_samples * world - n_train]])[dist.rank()::world]
-    order = order.to(device)  # once per epoch: no host-to-device copy inside the step
+    if crops is None:
+        order = order.to(device)  # once per epoch: no host-to-device copy inside the step
     aug_gen = torch.Generator(device=device).manual_seed(seed + dist.rank())
+    crop_gen = torch.Generator().manual_seed(seed + 7 * dist.rank() + 1)  # CPU: the same crops on every device
     run.model.train()
     if cfg.freeze_encoder_epochs:  # after train(), which would put the frozen BatchNorms back into training mode
         set_encoder_frozen(run.raw_model, epoch < cfg.freeze_encoder_epochs)
@@ -393,7 +446,11 @@ def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=run.quiet, leave=False)
     for step in bar:
         b = order[step * batch:(step + 1) * batch]
-        x, y = augment_batch(images[b], masks[b], aug, aug_gen)  # (B, 3, H, W), (B, H, W)
+        if crops is None:
+            x, y = augment_batch(images[b], masks[b], aug, aug_gen)  # (B, 3, H, W), (B, H, W)
+        else:
+            x, y = crop_batch(run.train_ds, b.tolist(), crops, crop_gen, device)  # (B, 3, h, w) float, (B, h, w)
+            x, y = augment_batch(x, y, aug, aug_gen)
         loss = train_step(run.model, run.optimizer, x, y, run.loss_fn, device, cfg.amp, run.channels_last)
         if run.per_step:
             run.scheduler.step()
@@ -422,7 +479,7 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
     dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
     custom = run.loss_fn if (cfg.loss != "ce" or cfg.class_weights != "none") else None
     val = evaluate(raw_model if not cfg.compile else run.model, val_ds, cfg.eval_batch_size, run.device, cfg.amp,
-                   run.quiet, loss_fn=custom)
+                   run.quiet, loss_fn=custom, geometry=cfg.geometry(), inference=_inference_config(cfg))
     cm = val.matrix
     seconds = time.perf_counter() - stats["t0"]
     row: dict[str, Any] = {
@@ -433,6 +490,7 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
         "lr": stats["lr"],
         "seconds": seconds,
         "images_per_s": len(train_ds) / stats["train_seconds"],
+        "protocol": val.protocol,
     }
     improved = row["miou"] > run.best
     run.best = max(run.best, row["miou"])
@@ -442,12 +500,17 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
         if len(run.vis_x):  # --num-vis 0 draws no grid (and so no progress GIF)
             with torch.inference_mode():
                 raw_model.eval()
-                pred = raw_model(run.vis_x).argmax(1).cpu()
+                if run.vis_images:  # predicted at their own size as validation does, shown as squares
+                    masks = segment(run.vis_images, torch_forward(raw_model, run.device, cfg.amp), cfg.geometry(),
+                                    _inference_config(cfg))
+                    pred = _squares(run.vis_images, masks, cfg.image_size)[1]
+                else:
+                    pred = raw_model(run.vis_x).argmax(1).cpu()
             figure = grid_image(run.vis_x.cpu(), run.vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}")
             figure.save(run.run_dir.figures / f"epoch_{epoch + 1:03d}.png")
         meta = {"model": raw_model.seglab_spec, "epoch": epoch + 1, "best": run.best,
-                "metrics": {k: float(v) for k, v in row.items()}, "class_names": list(train_ds.class_names),
-                "image_size": cfg.image_size, "interpolation": cfg.interpolation}
+                "metrics": numeric(row), "class_names": list(train_ds.class_names),
+                "image_size": cfg.image_size, "interpolation": cfg.interpolation, "geometry": cfg.geometry().to_dict()}
         write_confusion(cm, train_ds.class_names, run.run_dir.path, f"{val_ds.split}, epoch {epoch + 1}")
         save_checkpoint(run.run_dir.checkpoint("last"), raw_model, meta, run.optimizer, run.scheduler)
         if improved:
@@ -455,7 +518,7 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
     article = f"IoU(article) {row['article_iou']:.4f}, " if "article_iou" in row else ""
     run.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
             f"pixel acc {row['pixel_accuracy']:.4f}, {article}mIoU {row['miou']:.4f}, lr {row['lr']:.3g}, "
-            f"{seconds:.1f}s, {row['images_per_s']:.1f} img/s")
+            f"{seconds:.1f}s, {row['images_per_s']:.1f} img/s; scored: {val.protocol}")
     run.log(f"  {val_ds.split} {per_class_line(row, train_ds.class_names)}")
     dist.barrier()
 
@@ -468,7 +531,7 @@ def _finish(run: _Run) -> TrainResult:
         save_gif(sorted(figures.glob("epoch_*.png")), figures / "progress.gif")
         if run.history:
             save_curves(run.history, figures / "curves.png")
-    final = {k: float(v) for k, v in run.history[-1].items()} if run.history else {}
+    final = numeric(run.history[-1]) if run.history else {}
     if dist.is_distributed():
         box = [final]
         torch.distributed.broadcast_object_list(box, src=0)

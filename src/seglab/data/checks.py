@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 
-from .dataset import SegmentationDataset
+import numpy as np
+
+from .dataset import ImageStore, SegmentationDataset
 
 
 def _pct(x: float) -> str:
@@ -18,7 +20,7 @@ def _pct(x: float) -> str:
 
 
 def check_splits(
-    train: SegmentationDataset, val: SegmentationDataset | None = None, where: str = ""
+    train: SegmentationDataset | ImageStore, val: SegmentationDataset | ImageStore | None = None, where: str = ""
 ) -> tuple[list[str], list[str]]:
     """(errors, warnings) about training on `train` and validating on `val`; where names the data in messages."""
     errors: list[str] = []
@@ -63,5 +65,5 @@ def check_splits(
     return errors, warnings
 
 
-def _digest(ds: SegmentationDataset, i: int) -> str:
-    return hashlib.blake2b(ds.images[i].numpy().tobytes(), digest_size=16).hexdigest()
+def _digest(ds: SegmentationDataset | ImageStore, i: int) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(ds.image_array(i)).tobytes(), digest_size=16).hexdigest()

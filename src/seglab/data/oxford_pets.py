@@ -24,8 +24,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SeglabError
-from .cache import as_size, data_home, load_cached
-from .dataset import SegmentationDataset
+from .cache import as_size, data_home, load_source
+from .dataset import ImageStore, SegmentationDataset
 from .download import fetch_archives
 from .io import check_interpolation, read_pair
 from .masks import fixed_format
@@ -170,15 +170,17 @@ def build_oxford_pets(
     split: str,
     root: str | Path | None = None,
     download: bool = False,
-    image_size: int | tuple[int, int] = (128, 128),
+    image_size: int | tuple[int, int] | None = (128, 128),
     interpolation: str = "nearest",
     mirror: str | None = None,
     cache_dir: str | Path | None = None,
     skip_bad: bool = False,
     quiet: bool = False,
     md5s: Mapping[str, str] | None = None,
-) -> SegmentationDataset:
-    """Load a split (trainval or test) of Oxford-IIIT Pet, resized to image_size, as a SegmentationDataset.
+    max_side: int | None = None,
+) -> SegmentationDataset | ImageStore:
+    """Load a split (trainval or test) of Oxford-IIIT Pet, resized to image_size, as a SegmentationDataset
+    (image_size None: at its own size, long side capped at max_side, as an ImageStore).
 
     root is an extracted copy (root itself or root/oxford-iiit-pet; default data_home()/oxford-iiit-pet),
     used as is. When none is there, download=True downloads it into root (see download_oxford_pets);
@@ -205,7 +207,7 @@ def build_oxford_pets(
                 f"the Oxford-IIIT Pet archives were extracted into {given} but images/, annotations/trimaps/ "
                 "or annotations/trainval.txt is missing there; the archives are not the official ones"
             )
-    return load_cached(OxfordPetsSource(found, split), size, interpolation, cache_dir=cache_dir,
+    return load_source(OxfordPetsSource(found, split), size, interpolation, max_side, cache_dir=cache_dir,
                        skip_bad=skip_bad, quiet=quiet)
 
 

@@ -18,8 +18,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import SeglabError
-from .cache import as_size, data_home, load_cached
-from .dataset import SegmentationDataset
+from .cache import as_size, data_home, load_source
+from .dataset import ImageStore, SegmentationDataset
 from .download import fetch_archives
 from .io import IGNORE_INDEX, check_interpolation, read_pair
 from .masks import MaskFormat, fixed_format
@@ -182,19 +182,22 @@ def build_voc(
     split: str,
     root: str | Path | None = None,
     download: bool = False,
-    image_size: int | tuple[int, int] = (128, 128),
+    image_size: int | tuple[int, int] | None = (128, 128),
     interpolation: str = "bilinear",
     mirror: str | None = None,
     cache_dir: str | Path | None = None,
     skip_bad: bool = False,
     quiet: bool = False,
+    max_side: int | None = None,
     md5: str | None = None,
-) -> SegmentationDataset:
-    """Load a split (train, val, trainval) of Pascal VOC 2012 resized to image_size, as a SegmentationDataset."""
+) -> SegmentationDataset | ImageStore:
+    """Load a split (train, val, trainval) of Pascal VOC 2012 resized to image_size, as a SegmentationDataset
+    (image_size None: at its own size, long side capped at max_side, as an ImageStore)."""
     size = as_size(image_size)
     check_interpolation(interpolation)  # now, not after a 2 GB download
     source = voc_source(split, root, download=download, mirror=mirror, quiet=quiet, md5=md5)
-    return load_cached(source, size, interpolation, cache_dir=cache_dir, skip_bad=skip_bad, quiet=quiet)
+    return load_source(source, size, interpolation, max_side, cache_dir=cache_dir, skip_bad=skip_bad,
+                       quiet=quiet)
 
 
 __all__ = ["ARCHIVE", "ARCHIVE_MD5", "CLASS_NAMES", "VOCSource", "build_voc", "download_voc", "find_voc_root"]

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..data.io import decode_image
 from ..errors import SeglabError
+from ..inference import InferenceConfig
 from ..palette import overlay
 
 STATIC = Path(__file__).parent / "static"
@@ -47,8 +48,9 @@ _MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file in a
 class _Batcher:
     """One worker task: takes what has queued up (at most max_batch), predicts it in a thread, answers each."""
 
-    def __init__(self, segmenter: Any, max_batch: int, max_queue: int):
+    def __init__(self, segmenter: Any, max_batch: int, max_queue: int, inference: InferenceConfig):
         self.segmenter = segmenter
+        self.inference = inference
         self.max_batch = max_batch
         self.max_queue = max_queue
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="seglab-model")
@@ -83,7 +85,7 @@ class _Batcher:
             images = [image for image, _ in batch]
             t0 = time.perf_counter()
             try:
-                masks = await loop.run_in_executor(self.executor, self.segmenter.predict_masks, images)
+                masks = await loop.run_in_executor(self.executor, self.segmenter.predict_masks, images, self.inference)
             except Exception as e:  # noqa: BLE001 - answered to the requests of this batch; the worker goes on
                 for _, future in batch:
                     if not future.done():
@@ -178,9 +180,11 @@ def create_app(
     max_batch: int = 8,
     max_queue: int = 32,
     max_pixels: int | None = 64_000_000,
+    inference: InferenceConfig | None = None,
 ) -> FastAPI:
     """The FastAPI app serving one model: a checkpoint or run directory (PyTorch) or an .onnx file (ONNX Runtime,
-    no torch), or an already loaded `segmenter` (segmenter.Segmenter). See the module docstring for the routes."""
+    no torch), or an already loaded `segmenter` (segmenter.Segmenter); `inference` says how every image is run
+    (whole / slide / TTA; default whole). See the module docstring for the routes."""
     if segmenter is None:
         if model_path is None:
             raise SeglabError("create_app needs a model: a checkpoint, a run directory or an .onnx file")
@@ -190,14 +194,15 @@ def create_app(
     if not max_upload_mb > 0:
         raise SeglabError(f"--max-upload-mb must be positive, not {max_upload_mb}")
     max_bytes = int(max_upload_mb * 2**20)
-    batcher = _Batcher(segmenter, max_batch, max_queue)
+    inference = inference or InferenceConfig()
+    batcher = _Batcher(segmenter, max_batch, max_queue, inference)
     decoding = asyncio.Semaphore(max(2, max_batch))  # decoded images in flight before the queue: bounded too
     num_classes = len(segmenter.class_names)
     classes = [{"id": i, "name": n, "color": "#%02x%02x%02x" % tuple(segmenter.colors[i])}
                for i, n in enumerate(segmenter.class_names)]
     info = {"name": segmenter.name, "backend": segmenter.backend, "classes": classes,
             "image_size": segmenter.image_size, "interpolation": segmenter.interpolation,
-            "parameters": segmenter.parameters, "max_upload_mb": max_upload_mb}
+            "parameters": segmenter.parameters, "max_upload_mb": max_upload_mb, "inference": inference.describe()}
 
     app = FastAPI(title="seglab", description=f"Semantic segmentation with {segmenter.name}")
     app.state.segmenter = segmenter
@@ -261,11 +266,11 @@ def create_app(
 
 
 def serve(model_path: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = 20,
-          device: str = "auto") -> None:
+          device: str = "auto", inference: InferenceConfig | None = None) -> None:
     """Run the app on uvicorn until interrupted (what `seglab serve` does)."""
     import uvicorn
 
-    app = create_app(model_path, max_upload_mb, device=device)
+    app = create_app(model_path, max_upload_mb, device=device, inference=inference)
     print(f"seglab serve: {app.state.segmenter.name} ({app.state.segmenter.backend}) on http://{host}:{port}/",
           flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
