@@ -40,8 +40,10 @@ def test_validate_follows_the_metadata():
                 raise AssertionError(f"{name} accepted a value outside its choices")
         if f.metadata["low"] is not None and not isinstance(f.default, bool):
             below = f.metadata["low"] - 1
+            value = ([below] * f.metadata["length"][0] if f.metadata["length"]  # a list field: each number checked
+                     else type(f.default or 1)(below))
             try:
-                dataclasses.replace(TrainConfig(dataset="synthetic"), **{name: type(f.default or 1)(below)}).validate()
+                dataclasses.replace(TrainConfig(dataset="synthetic"), **{name: value}).validate()
             except SeglabError as e:
                 assert name in str(e)
             else:

@@ -359,9 +359,9 @@ def _squares(images: list[np.ndarray], masks: list[np.ndarray], side: int) -> tu
     """Images (h, w, 3) uint8 and masks (h, w) of any sizes -> float (V, 3, S, S) and int64 (V, S, S), for a grid."""
     from PIL import Image
 
-    x = [torch.from_numpy(np.asarray(Image.fromarray(im).resize((side, side), Image.Resampling.BILINEAR)))
+    x = [torch.from_numpy(np.array(Image.fromarray(im).resize((side, side), Image.Resampling.BILINEAR)))
          .permute(2, 0, 1) for im in images]
-    y = [torch.from_numpy(np.asarray(Image.fromarray(m).resize((side, side), Image.Resampling.NEAREST))) for m in masks]
+    y = [torch.from_numpy(np.array(Image.fromarray(m).resize((side, side), Image.Resampling.NEAREST))) for m in masks]
     if not x:
         return torch.zeros(0, 3, side, side), torch.zeros(0, side, side, dtype=torch.long)
     return to_float(torch.stack(x)), torch.stack(y).long()

@@ -50,8 +50,8 @@ def build_dataset(
 
     name: "oxford-pets" (splits trainval, test; options: mirror), "folder" (root required; splits all, train,
     val or a sub-folder; options: num_classes, ignore_index, mask_format), "voc" (splits train, val, trainval;
-    options: mirror, md5) or "synthetic" (splits train, val; options: count, seed, size: the generated side). A "folder" root laid out as
-    Pascal VOC (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) is read as "voc".
+    options: mirror, md5) or "synthetic" (splits train, val; options: count, seed, size: the generated side).
+    A "folder" root laid out as Pascal VOC (JPEGImages/, SegmentationClass/, ImageSets/Segmentation/) is read as "voc".
     interpolation applies to images ("nearest" is the article's recipe); masks are always resized by nearest.
     """
     from .cache import as_size, load_source
@@ -85,7 +85,8 @@ def build_dataset(
 
         check_known(options, ("count", "seed", "border", "size"), " for synthetic")
         count = options.get("count", 512 if split in ("train", "trainval") else 128)
-        source = SyntheticSource(split, count=count, size=options.get("size") or max(size or (128,)), seed=options.get("seed", 0),
+        side = options.get("size") or max(size or (128,))
+        source = SyntheticSource(split, count=count, size=side, seed=options.get("seed", 0),
                                  border=options.get("border"))
     else:
         raise SeglabError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")

@@ -229,7 +229,7 @@ def load_original(
     root = Path(cache_dir) if cache_dir is not None else data_home() / "cache"
     key = cache_key(source, ("original", max_side), interpolation)
     folder = root / f"{source.name}-{source.split}-original{max_side or ''}-{key}"
-    for attempt in range(2):
+    for _ in range(2):
         if not (folder / "meta.json").exists():
             _build_original(source, max_side, interpolation, folder, skip_bad, quiet)
         store = _read_original(folder, source)

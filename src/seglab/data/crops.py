@@ -71,7 +71,7 @@ def crop_sample(
     if size != (h, w):
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=size[0] < h)  # (1, 3, H', W')
         mask = _nearest(mask, size)  # (H', W')
-    for attempt in range(CAT_MAX_TRIES if config.cat_max_ratio < 1.0 else 1):
+    for _ in range(CAT_MAX_TRIES if config.cat_max_ratio < 1.0 else 1):
         y0, x0 = _offset(generator, size[0] - ch), _offset(generator, size[1] - cw)
         crop = mask[y0:y0 + ch, x0:x0 + cw]
         if config.cat_max_ratio >= 1.0 or _acceptable(crop, num_classes, config.cat_max_ratio):

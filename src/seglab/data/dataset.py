@@ -162,7 +162,8 @@ class ImageStore(_MaskSummary):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(image float (3, h, w) in [0, 1], mask int64 (h, w)), as SegmentationDataset's."""
-        return torch.from_numpy(np.array(self.image(i))).float().div(255.0), torch.from_numpy(np.array(self.mask(i))).long()
+        image = torch.from_numpy(np.array(self.image(i)))  # a copy: the store is a read-only map
+        return image.float().div(255.0), torch.from_numpy(np.array(self.mask(i))).long()
 
     def __repr__(self) -> str:
         long = int(self.sizes.max()) if len(self) else 0
