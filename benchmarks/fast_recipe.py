@@ -32,6 +32,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import RESULTS, SAMPLE_DATA, environment, load_average  # noqa: E402
+from seglab.run import numeric  # noqa: E402
 
 MODEL = dict(embed_size=192, num_blocks=4, num_heads=8, patch_size=16, dropout=0.2)
 
@@ -76,7 +77,7 @@ def _run_name(model: str, recipe: str, tag: str, seed: int, epochs: int) -> str:
 
 def read_rows(run_dir: Path) -> list[dict[str, float]]:
     with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+        return [numeric(r) for r in csv.DictReader(f)]
 
 
 def reach(rows: list[dict[str, float]], target: float, key: str = "pixel_accuracy") -> tuple[int | None, float | None]:

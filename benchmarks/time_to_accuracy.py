@@ -39,6 +39,7 @@ from seglab.config import RECIPES, TrainConfig, apply_recipe  # noqa: E402
 from seglab.models import build_model  # noqa: E402
 from seglab.device import resolve_device  # noqa: E402
 from seglab.train import load_datasets, train  # noqa: E402
+from seglab.run import numeric  # noqa: E402
 
 TARGETS = {"article ViT (Part 4)": 0.8589, "article CNN (Part 2)": 0.8828}
 QUICK_NOTE = ("--quick: the Oxford-IIIT Pet sample is about a tenth of the real trainval (372 of 3,680 images), "
@@ -93,7 +94,7 @@ def run_one(model: str, recipe: str, args: dict[str, Any], out_dir: Path, log: C
     t0 = time.perf_counter()
     result = train(cfg)
     total = time.perf_counter() - t0
-    history = [{k: float(v) for k, v in row.items()} for row in result.history]
+    history = [numeric(row) for row in result.history]
     # images/s in metrics.csv is the split's size over the epoch's training seconds
     n_train = len(load_datasets(cfg)[0])
     for r in history:

@@ -57,7 +57,7 @@ def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def direct_slide(img: np.ndarray, forward, window: tuple[int, int], overlap: float) -> np.ndarray:
     """The whole blended map at once (what the streamed version must equal), then resized and argmaxed."""
-    view = view_image(img, img.shape[:2], "bilinear", False)
+    view = view_image(img, img.shape[:2], "bilinear", False).transpose(2, 0, 1)
     wh, ww = window
     ph, pw = max(img.shape[0], wh), max(img.shape[1], ww)
     acc = np.zeros((C, ph, pw), np.float32)
@@ -99,7 +99,7 @@ def test_tta_flip_and_scales_average_the_softmax_of_every_view(monkeypatch):
     for scale, flip in config.views:
         vh, vw = geometry.view_size(75, 101, scale)
         padded = np.zeros((1, 3, math.ceil(vh / 32) * 32, math.ceil(vw / 32) * 32), np.float32)
-        padded[0, :, :vh, :vw] = view_image(img, (vh, vw), "bilinear", flip) / 255.0
+        padded[0, :, :vh, :vw] = view_image(img, (vh, vw), "bilinear", flip).transpose(2, 0, 1) / 255.0
         up = resize_bilinear(fake_forward()(padded)[0][:, :vh, :vw], (75, 101))
         total = total + softmax(up[:, :, ::-1] if flip else up)
     for chunk in (inference.CHUNK_FLOATS, 64):

@@ -186,12 +186,12 @@ def to_array(image: Image.Image | np.ndarray) -> np.ndarray:
 
 
 def view_image(image: np.ndarray, size: tuple[int, int], interpolation: str, flip: bool) -> np.ndarray:
-    """(H, W, 3) uint8 -> (3, h, w) uint8 resized to size (by `interpolation`), flipped left-right if asked."""
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 resized to size (by `interpolation`), flipped left-right if asked; the
+    image itself (no copy) when neither is needed: a large photo is held once."""
     if image.shape[:2] != tuple(size):
         resample = check_interpolation(interpolation)
         image = np.asarray(Image.fromarray(image).resize((size[1], size[0]), resample), dtype=np.uint8)
-    view = image.transpose(2, 0, 1)  # (3, h, w)
-    return np.ascontiguousarray(view[:, :, ::-1] if flip else view)
+    return np.ascontiguousarray(image[:, ::-1]) if flip else image
 
 
 def window_starts(length: int, window: int, stride: int) -> list[int]:
@@ -229,9 +229,9 @@ class _SlideRows:
     for rows below hi and forgets rows above lo. Calls must come with lo and hi that never decrease."""
 
     def __init__(self, view: np.ndarray, forward: Forward, window: tuple[int, int], overlap: float, batch_size: int):
-        self.view = view  # (3, h, w) uint8
+        self.view = view  # (h, w, 3) uint8
         self.forward = forward
-        self.height, self.width = view.shape[1:]
+        self.height, self.width = view.shape[:2]
         self.wh, self.ww = window
         self.ph, self.pw = max(self.height, self.wh), max(self.width, self.ww)  # padded with zeros when smaller
         self.ys = window_starts(self.ph, self.wh, max(1, int(self.wh * (1 - overlap))))
@@ -246,7 +246,7 @@ class _SlideRows:
 
     def _window(self, y: int, x: int) -> np.ndarray:
         patch = np.zeros((3, self.wh, self.ww), dtype=np.float32)
-        part = self.view[:, y:y + self.wh, x:x + self.ww]
+        part = self.view[y:y + self.wh, x:x + self.ww].transpose(2, 0, 1)  # (3, <= wh, <= ww)
         patch[:, :part.shape[1], :part.shape[2]] = part
         return patch / np.float32(255.0)  # (3, wh, ww)
 
@@ -263,11 +263,14 @@ class _SlideRows:
         self.k += 1
         end = self.ys[self.k] if self.k < len(self.ys) else self.ph
         n = end - y  # rows y..end are final: later windows start at or below `end`
-        block = (self.acc[:, :n] / self.wsum[None, :n])[:, : max(0, min(n, self.height - y)), : self.width]
-        if block.shape[1]:
-            self.blocks.append((y, block))
-        self.acc = np.concatenate([self.acc[:, n:], np.zeros_like(self.acc[:, :n])], axis=1)
-        self.wsum = np.concatenate([self.wsum[n:], np.zeros_like(self.wsum[:n])], axis=0)
+        keep = max(0, min(n, self.height - y))  # rows of the image, not of the padding below it
+        if keep:
+            self.blocks.append((y, self.acc[:, :keep, : self.width] / self.wsum[None, :keep, : self.width]))
+        if n < self.wh:  # move the rows still open to the top, in place (a copy of only those rows)
+            self.acc[:, : self.wh - n] = self.acc[:, n:].copy()
+            self.wsum[: self.wh - n] = self.wsum[n:].copy()
+        self.acc[:, self.wh - n:] = 0
+        self.wsum[self.wh - n:] = 0
         self.done = min(end, self.height)
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
@@ -285,7 +288,7 @@ def _whole_views(arrays: list[np.ndarray], forward: Forward, geometry: Geometry,
                  batch_size: int) -> list[_ArrayRows]:
     """Each image's view logits in whole mode; views of one padded shape share a forward call."""
     views = [view_image(a, geometry.view_size(a.shape[0], a.shape[1], scale), geometry.interpolation, flip)
-             for a in arrays]
+             .transpose(2, 0, 1) for a in arrays]  # (3, h, w) each
     m = 1 if geometry.fixed or geometry.protocol == "article" else PAD_MULTIPLE  # squares: one shape already
     padded = [(math.ceil(v.shape[1] / m) * m, math.ceil(v.shape[2] / m) * m) for v in views]
     out: list[_ArrayRows | None] = [None] * len(views)
