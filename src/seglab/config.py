@@ -41,7 +41,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     # SegFormer's own recipe (AdamW, poly decay, warm-up), with a learning rate that works from scratch.
     "segformer": dict(optimizer="adamw", lr=6e-4, weight_decay=0.01, scheduler="poly", warmup_epochs=2.0,
                       batch_size=32, interpolation="bilinear", protocol="original"),
-    # A shorter route to the article's accuracy (so on the article's protocol, where that accuracy is scored) (benchmarks/README.md, "The fast recipe"): AdamW at a higher peak
+    # A shorter route to the article's accuracy, so on the article's protocol where that accuracy is scored
+    # (benchmarks/README.md, "The fast recipe"): AdamW at a higher peak
     # lr with a 1-epoch warm-up and cosine decay to 0 over 40 epochs instead of Adam + StepLR over 50; images
     # resized bilinearly (the article: nearest); same batch, augmentation and loss. Measured on the Oxford-IIIT Pet
     # sample at 64x64 (3 seeds, alone on 2 CPU cores, benchmarks/results/fast_recipe-idle.md): it reaches the article

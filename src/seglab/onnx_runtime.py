@@ -78,7 +78,8 @@ class OnnxSegmenter:
         """float32 images (B, 3, h, w) in [0, 1] -> float32 logits (B, C, h, w)."""
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
-    def predict_masks(self, images: list[Image.Image], config: InferenceConfig | None = None) -> list[np.ndarray]:
+    def predict_masks(self, images: list[Image.Image | np.ndarray],
+                      config: InferenceConfig | None = None) -> list[np.ndarray]:
         """Class-id masks (H, W) uint8 at each image's own size (config: mode, overlap, TTA; default whole)."""
         return segment(images, self.forward, self.geometry, config)
 

@@ -27,7 +27,19 @@ def colorize_array(mask: np.ndarray, num_classes: int, colors: np.ndarray | None
     return out
 
 
-def overlay(image: Image.Image, mask: np.ndarray, num_classes: int, alpha: float = 0.45) -> Image.Image:
-    """The image with its class mask blended over it (same size)."""
-    color = Image.fromarray(colorize_array(mask, num_classes)).resize(image.size, Image.Resampling.NEAREST)
-    return Image.blend(image.convert("RGB"), color, alpha)
+OVERLAY_ROWS = 256  # rows blended at a time: a large photo's overlay needs no full-size float or colour copy
+
+
+def overlay(image: Image.Image | np.ndarray, mask: np.ndarray, num_classes: int, alpha: float = 0.45) -> Image.Image:
+    """The image (PIL, or an (H, W, 3) uint8 array) with its class mask blended over it (same size); computed in row
+    chunks into one uint8 picture, so a large photo costs one more copy of itself, not five."""
+    if isinstance(image, Image.Image) and image.size != (mask.shape[1], mask.shape[0]):
+        mask = np.asarray(Image.fromarray(mask).resize(image.size, Image.Resampling.NEAREST))
+    pixels = np.asarray(image if not isinstance(image, Image.Image) or image.mode == "RGB" else image.convert("RGB"))
+    h, w = mask.shape
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for r in range(0, h, OVERLAY_ROWS):
+        color = colorize_array(mask[r:r + OVERLAY_ROWS], num_classes).astype(np.float32)
+        blended = pixels[r:r + OVERLAY_ROWS].astype(np.float32) * (1 - alpha) + color * alpha
+        out[r:r + OVERLAY_ROWS] = np.rint(blended)  # as Image.blend: rounded to the nearest value
+    return Image.frombuffer("RGB", (w, h), out, "raw", "RGB", 0, 1)

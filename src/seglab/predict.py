@@ -222,15 +222,21 @@ def predict(
                 else:
                     chunk.append(p)
                     images.append(im)
-            for p, im, mask in zip(chunk, images, segmenter.predict_masks(images, config)):
+            # Pixels as arrays, the decoded images let go: a large photo is held once while it is predicted.
+            arrays = [np.asarray(im if im.mode == "RGB" else im.convert("RGB")) for im in images]
+            n_batch = len(batch)
+            if not keep:
+                images = [None] * len(arrays)
+                batch = None
+            for p, im, array, mask in zip(chunk, images, arrays, segmenter.predict_masks(arrays, config)):
                 if out_dir is not None:
                     mask_path, overlay_path = _outputs(out_dir, p)
                     _save(Image.fromarray(mask), mask_path, results.count)
-                    _save(overlay(im, mask, num_classes), overlay_path, results.count)
+                    _save(overlay(array, mask, num_classes), overlay_path, results.count)
                 results.count += 1
                 if keep:
                     results.append(Prediction(p, mask, im))
-            bar.update(len(batch))
+            bar.update(n_batch)
     if joined:  # every rank has written its share before any of them returns
         from . import distributed
 

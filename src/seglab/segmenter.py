@@ -38,7 +38,8 @@ class Segmenter(Protocol):
     @property
     def num_classes(self) -> int: ...
 
-    def predict_masks(self, images: list[Image.Image], config: InferenceConfig | None = None) -> list[np.ndarray]:
+    def predict_masks(self, images: list[Image.Image | np.ndarray],
+                      config: InferenceConfig | None = None) -> list[np.ndarray]:
         """Class-id masks (H, W) uint8 at each image's own size (config: mode, overlap, TTA; default whole)."""
         ...
 
@@ -90,7 +91,8 @@ class TorchSegmenter:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def predict_masks(self, images: list[Image.Image], config: InferenceConfig | None = None) -> list[np.ndarray]:
+    def predict_masks(self, images: list[Image.Image | np.ndarray],
+                      config: InferenceConfig | None = None) -> list[np.ndarray]:
         if not images:
             return []
         return predict_images(self.model, images, self.geometry, config, self.device)
