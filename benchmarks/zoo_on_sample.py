@@ -7,8 +7,8 @@ under one budget, then put side by side with `seglab compare` (the README's resu
 Each run is one literal `seglab train` command (listed under the table), with its family's recipe and the same
 number of epochs (10; vit-p8, 4x the cost of vit, 3) and image size (64x64) for all: vit* and vit-b16 from scratch
 `article`; segformer-* `segformer`; segnet and segnet-head `segnet-part2`; segnet-dsc* `segnet-part3`; the
-EfficientNet-Lite0 models `finetune` (from scratch with the encoder's lr ratio at 1 and nothing frozen: there is
-nothing pretrained to keep). Pretrained runs: EfficientNet-Lite0's ImageNet encoder (`--encoder-weights imagenet`,
+EfficientNet-Lite0/1/2 models `finetune` (from scratch with the encoder's lr ratio at 1 and nothing frozen: there is
+nothing pretrained to keep). Pretrained runs: EfficientNet-Lite0/1/2's ImageNet encoders (`--encoder-weights imagenet`,
 from the installed package), vit-b16 with google/vit-base-patch16-224-in21k and segformer-bN with nvidia/mit-bN
 from the Hugging Face Hub. A run whose weights cannot be had (no network) is listed as not run, with seglab's
 message.
@@ -53,7 +53,7 @@ def family_recipe(model: str) -> str:
         return "segnet-part2"
     if model.startswith("segnet-dsc"):
         return "segnet-part3"
-    if model.endswith("efficientnet-lite0"):
+    if "-efficientnet-lite" in model:
         return "finetune"
     return "article"
 
@@ -69,7 +69,7 @@ def all_runs() -> dict[str, list[str]]:
         extra = SCRATCH_FINETUNE if recipe == "finetune" else []
         runs[f"{model}-random"] = ["--model", model, "--recipe", recipe, *extra]
     for model in list_models():
-        if model.endswith("efficientnet-lite0"):
+        if "-efficientnet-lite" in model:
             runs[f"{model}-imagenet"] = ["--model", model, "--recipe", "finetune", "--encoder-weights", "imagenet"]
         elif model == "vit-b16":
             runs[f"{model}-in21k"] = ["--model", model, "--recipe", "finetune", "--encoder-weights", HUB_VIT]

@@ -147,7 +147,24 @@ def tar_member(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> 
     return info, data
 
 
-# ---- system programs: skip outside CI with how to install them, fail under CI=true ----
+# ---- system programs and optional packages: skip outside CI with how to install them, fail under CI=true ----
+def require_module(name: str, install: str):
+    """Import and return the Python module `name` a test needs. When it is missing the test skips with `install`
+    as the way to get it, except under CI=true, where the dev extra installs it, so a missing module fails it."""
+    import importlib
+    import os
+
+    import pytest
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        why = f"needs the {name} module (install: {install})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true: {why}")
+        pytest.skip(why)
+
+
 def require_programs(*names: str, install: str) -> list[str]:
     """The paths of system programs a test needs. Missing ones skip the test with `install` as the way to get
     them, except under CI=true, where the test must run, so a missing program fails it."""

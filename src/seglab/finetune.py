@@ -1,7 +1,7 @@
 """Fine-tuning pretrained models: a lower learning rate for pretrained parameters, a frozen encoder, and the
 weights a run starts from (--init-from).
 
-A model's pretrained part is its `encoder` submodule (EfficientNet-Lite0 in the *-efficientnet-lite0 models, the
+A model's pretrained part is its `encoder` submodule (EfficientNet-Lite in the *-efficientnet-lite* models, the
 ViT backbone in vit-b16, the MiT encoder in segformer-*); everything else (heads, decoders, classifiers) is new.
 """
 

@@ -21,6 +21,9 @@ class ModelEntry:
     description: str
     published: str = ""  # the figure the article or paper gives, if any
     tiny: dict[str, Any] = field(default_factory=dict)  # overrides for a tiny model of the same kind (tests, docs)
+    # The side of the images its pretrained encoder was trained at (EfficientNet-Lite: 224, 240, 260), if it has one;
+    # input_scale="auto" resizes an image of the model's image_size to it for the encoder.
+    native_resolution: int | None = None
 
 
 def _vit(**preset: Any) -> Callable[..., nn.Module]:
@@ -87,15 +90,16 @@ for _v, (_params, _gmacs, _size) in _SEGFORMER_PAPER.items():
 _TINY_SEGNET = {"widths": (4, 8, 8, 8), "depths": (1, 1, 1, 1)}  # still four poolings: multiples of 16
 
 
-def _encoder_decoder(head: str) -> Callable[..., nn.Module]:
+def _encoder_decoder(head: str, variant: str) -> Callable[..., nn.Module]:
     def build(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:
         from .heads import build_efficientnet_model
 
-        check_known(overrides, ("encoder_weights", "input_scale"), f" for {head}-efficientnet-lite0")
+        name = f"{head}-efficientnet-{variant}"
+        check_known(overrides, ("encoder_weights", "input_scale"), f" for {name}")
         try:
-            return build_efficientnet_model(head, num_classes, image_size, **overrides)
+            return build_efficientnet_model(head, num_classes, image_size, variant=variant, **overrides)
         except ValueError as e:
-            raise SeglabError(f"invalid {head}-efficientnet-lite0 options: {e}") from None
+            raise SeglabError(f"invalid {name} options: {e}") from None
 
     return build
 
@@ -108,12 +112,21 @@ _register(ModelEntry("segnet-dsc", _segnet(True, True), "segnet with depthwise-s
                      "1,749,671 params", tiny=_TINY_SEGNET))
 _register(ModelEntry("segnet-dsc-head", _segnet(True, False), "segnet-dsc with a 1x1 classifier head",
                      tiny=_TINY_SEGNET))
-_register(ModelEntry("lraspp-efficientnet-lite0", _encoder_decoder("lraspp"),
-                     "EfficientNet-Lite0 encoder + LR-ASPP head (MobileNetV3's); encoder_weights=imagenet"))
-_register(ModelEntry("fpn-efficientnet-lite0", _encoder_decoder("fpn"),
-                     "EfficientNet-Lite0 encoder + FPN head; encoder_weights=imagenet"))
-_register(ModelEntry("unet-efficientnet-lite0", _encoder_decoder("unet"),
-                     "EfficientNet-Lite0 encoder + U-Net decoder; encoder_weights=imagenet"))
+# EfficientNet-Lite (models/encoders.py): title, native resolution, and the ImageNet classifier's figures: its exact
+# parameter count (the weights packages' files), and the TF reference's published parameters, multiply-adds and
+# top-1. The segmentation models drop its 1280-wide head and classifier; `seglab models` counts what they hold.
+_LITE_PAPER = {"lite0": ("EfficientNet-Lite0", 224, 4_652_008, "4.7M", "407M", "75.1%"),
+               "lite1": ("EfficientNet-Lite1", 240, 5_416_680, "5.4M", "631M", "76.7%"),
+               "lite2": ("EfficientNet-Lite2", 260, 6_092_072, "6.1M", "899M", "77.6%")}
+_HEAD_TEXT = {"lraspp": "LR-ASPP head (MobileNetV3's)", "fpn": "FPN head", "unet": "U-Net decoder"}
+for _variant, (_title, _native, _exact, _params, _madds, _top1) in _LITE_PAPER.items():
+    for _head, _text in _HEAD_TEXT.items():
+        _register(ModelEntry(
+            f"{_head}-efficientnet-{_variant}", _encoder_decoder(_head, _variant),
+            f"{_title} encoder + {_text}; encoder_weights=imagenet, input_scale=1-4 or auto ({_native} px)",
+            f"encoder {_title} @{_native}: {_exact:,} params with its ImageNet classifier (TF: {_params}, "
+            f"{_madds} MAdds, {_top1} top-1)",
+            native_resolution=_native))
 
 
 def _pretrained_vit(num_classes: int, image_size: int, **overrides: Any) -> nn.Module:

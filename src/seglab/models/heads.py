@@ -120,9 +120,16 @@ class UNetHead(nn.Module):
 
 
 class EncoderDecoder(nn.Module):
-    """A segmentation model from an encoder with `forward_features` and a head: images in [0, 1], any size."""
+    """A segmentation model from an encoder with `forward_features` and a head: images in [0, 1], any size.
 
-    def __init__(self, encoder: nn.Module, head: nn.Module, num_classes: int, input_scale: int = 1):
+    input_scale: the encoder sees the image resized by this factor (the head's logits are resized back).
+    An integer scale pads the image to a multiple of 32 and then upsamples it (a multiple of 32 stays one);
+    any other scale (e.g. 240 / 128 = 1.875) resizes the image first and pads the result to a multiple of 32,
+    and the logits of the padding are cropped off before resizing back. Either way the padding and the resize
+    follow the input's shape with no Python branch on it: a traced or exported graph serves every size.
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, num_classes: int, input_scale: float = 1):
         super().__init__()
         self.encoder = encoder
         self.head = head
@@ -131,14 +138,22 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
+        if float(self.input_scale).is_integer():  # a fixed option, not the input's shape
+            return self._forward_integer_scale(x)[..., :H, :W]
+        z = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)  # (B, 3, h, w)
+        zp = pad_to_multiple(z, PAD_MULTIPLE, value=0.5)  # (B, 3, hp, wp), grey = 0 after norm
+        logits = self.head(self.encoder.forward_features(zp))  # (B, classes, hp/stride, wp/stride)
+        logits = _up(logits, zp.shape[-2:])[..., :z.shape[-2], :z.shape[-1]]  # (B, classes, h, w)
+        return _up(logits, (H, W))  # (B, classes, H, W)
+
+    def _forward_integer_scale(self, x: torch.Tensor) -> torch.Tensor:
         # Always pad (by 0 when already a multiple): no Python branch on the size, so traced graphs stay general.
         x = pad_to_multiple(x, PAD_MULTIPLE, value=0.5)  # (B, 3, Hp, Wp), grey = 0 after norm
         z = x
-        if self.input_scale != 1:  # a fixed option, not the input's shape: the ImageNet encoder sees larger objects
+        if self.input_scale != 1:  # the ImageNet encoder sees larger objects
             z = F.interpolate(x, scale_factor=self.input_scale, mode="bilinear", align_corners=False)
         logits = self.head(self.encoder.forward_features(z))  # (B, classes, s*Hp/stride, s*Wp/stride)
-        logits = _up(logits, x.shape[-2:])  # (B, classes, Hp, Wp)
-        return logits[..., :H, :W]  # (B, classes, H, W)
+        return _up(logits, x.shape[-2:])  # (B, classes, Hp, Wp)
 
     @torch.no_grad()
     def reset_classifier(self) -> None:
@@ -179,22 +194,39 @@ def _init_head(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
+def resolve_input_scale(input_scale: int | str, image_size: int, native_resolution: int) -> float:
+    """The factor the encoder's input is resized by: 1, 2, 3 or 4 as given, or "auto": native_resolution /
+    image_size (the encoder sees an image of the model's image_size at the resolution its ImageNet weights were
+    trained at, e.g. 240 / 128 = 1.875 for Lite1 at 128; an integer when it divides evenly)."""
+    if input_scale == "auto":
+        scale = native_resolution / image_size
+        return int(scale) if scale.is_integer() else scale
+    if isinstance(input_scale, bool) or input_scale not in (1, 2, 3, 4):
+        raise ValueError(f"input_scale must be 1, 2, 3, 4 or 'auto' (native resolution / image_size), "
+                         f"not {input_scale!r}")
+    return int(input_scale)
+
+
 def build_efficientnet_model(head: str, num_classes: int = 3, image_size: int = 128,
                              encoder_weights: str | os.PathLike[str] | None = None,
-                             input_scale: int = 1) -> EncoderDecoder:
-    """EfficientNet-Lite0 + a head ("lraspp", "fpn", "unet"); encoder_weights: None (random), "imagenet",
-    "hf:owner/repo[/file][@rev]" or a path (efficientnet_pytorch or seglab names). image_size is only recorded:
-    any input size works. input_scale: the encoder runs on the image upsampled this many times (its ImageNet
-    weights saw 224-pixel images; 2 on 128-pixel inputs costs ~4x the compute)."""
-    from .encoders import EfficientNetLite0
+                             input_scale: int | str = 1, variant: str = "lite0") -> EncoderDecoder:
+    """EfficientNet-Lite (variant "lite0", "lite1" or "lite2") + a head ("lraspp", "fpn", "unet").
+
+    encoder_weights: None (random), "imagenet" (the variant's ImageNet weights), "hf:owner/repo[/file][@rev]" or
+    a path (efficientnet_pytorch or seglab names). image_size: any input size works; it sets the scale of
+    input_scale="auto" and is recorded. input_scale: the encoder runs on the image resized this many times, 1-4,
+    or "auto" for native_resolution / image_size (the variant's ImageNet resolution: 224, 240, 260); 2 on
+    128-pixel inputs costs ~4x the compute."""
+    from .encoders import EfficientNetLite, lite_config
     from .weights import load_efficientnet_weights
 
-    encoder = EfficientNetLite0()
+    config = lite_config(variant)
+    scale = resolve_input_scale(input_scale, image_size, config.native_resolution)
+    encoder = EfficientNetLite(config)
     if encoder_weights is not None and not encoder.stem.conv.weight.is_meta:  # TrainConfig.validate builds on meta
         load_efficientnet_weights(encoder, encoder_weights)
-    if input_scale not in (1, 2, 3, 4):
-        raise ValueError(f"input_scale must be 1, 2, 3 or 4, not {input_scale}")
-    return EncoderDecoder(encoder, build_head(head, encoder.feature_channels, num_classes), num_classes, input_scale)
+    return EncoderDecoder(encoder, build_head(head, encoder.feature_channels, num_classes), num_classes, scale)
 
 
-__all__ = ["HEADS", "EncoderDecoder", "FPNHead", "LRASPPHead", "UNetHead", "build_efficientnet_model", "build_head"]
+__all__ = ["HEADS", "EncoderDecoder", "FPNHead", "LRASPPHead", "UNetHead", "build_efficientnet_model", "build_head",
+           "resolve_input_scale"]

