@@ -92,9 +92,10 @@ class InferenceConfig:
     overlap: float = 0.25  # slide: the share of a window its neighbour covers again
     flip: bool = False  # TTA: also run the horizontally flipped image
     scales: tuple[float, ...] = (1.0,)  # TTA: the view scales (1.0: the training scale)
-    # Windows (slide) or views (whole) per forward call. 2: a batch of two 512x512 windows through an efficient CNN
-    # needs about 260 MB of activations on a CPU, 8 of them about 960 MB (fpn-efficientnet-lite0, 21 classes).
-    batch_size: int = 2
+    # Windows (slide) or views (whole) per forward call. 1 on a CPU: a 512x512 window through an efficient CNN
+    # needs about 120 MB of activations, a batch of 8 about 960 MB (fpn-efficientnet-lite0, 21 classes), and batch 1
+    # ran the 8000x6000 slide faster (76 s against 86 s at 2; benchmarks/results/predict_memory.md). On a GPU, more.
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -228,7 +229,11 @@ class _ArrayRows:
 
 class _SlideRows:
     """A view's logits blended from windows, computed lazily band by band: rows(lo, hi) runs the windows needed
-    for rows below hi and forgets rows above lo. Calls must come with lo and hi that never decrease."""
+    for rows below hi and forgets rows above lo. Calls must come with lo and hi that never decrease.
+
+    Memory: one band of window height by the view's width (C floats per pixel) and a few rows kept from the band
+    before; finished rows are normalised in place and handed out as a view of the band until it moves on.
+    """
 
     def __init__(self, view: np.ndarray, forward: Forward, window: tuple[int, int], overlap: float, batch_size: int):
         self.view = view  # (h, w, 3) uint8
@@ -241,9 +246,11 @@ class _SlideRows:
         self.batch_size = batch_size
         self.weight = gaussian_weight(window)  # (wh, ww)
         self.k = 0  # next window row
-        self.acc: np.ndarray | None = None  # (C, wh, pw) weighted logits of rows ys[k-1] .. + wh
+        self.acc: np.ndarray | None = None  # (C, wh, pw): weighted logits of rows ys[k-1] .. ys[k-1] + wh
         self.wsum = np.zeros((self.wh, self.pw), dtype=np.float32)
-        self.blocks: list[tuple[int, np.ndarray]] = []  # finished rows: (first row, (C, n, w) logits)
+        self.pieces: list[tuple[int, np.ndarray]] = []  # finished rows (first row, (C, n, w)); the last may be a
+        self.last_is_band = False  # view of acc's top rows, which the next window row overwrites
+        self.shift = 0  # rows acc must move up before the next window row
         self.done = 0  # rows below this are finished
 
     def _window(self, y: int, x: int) -> np.ndarray:
@@ -251,6 +258,22 @@ class _SlideRows:
         part = self.view[y:y + self.wh, x:x + self.ww].transpose(2, 0, 1)  # (3, <= wh, <= ww)
         patch[:, :part.shape[1], :part.shape[2]] = part
         return patch / np.float32(255.0)  # (3, wh, ww)
+
+    def _move_band(self, lo: int) -> None:
+        """Free acc for the next window row: keep (a copy of) the finished rows still needed, move the open rows up."""
+        if self.last_is_band:
+            y, band = self.pieces[-1]
+            start = max(y, lo)
+            self.pieces[-1] = (start, band[:, start - y:].copy())
+            self.last_is_band = False
+        n = self.shift
+        if self.acc is not None and n:
+            if n < self.wh:  # the rows still open move to the top, in place (a copy of only those rows)
+                self.acc[:, : self.wh - n] = self.acc[:, n:].copy()
+                self.wsum[: self.wh - n] = self.wsum[n:].copy()
+            self.acc[:, self.wh - n:] = 0
+            self.wsum[self.wh - n:] = 0
+        self.shift = 0
 
     def _next_row(self) -> None:
         y = self.ys[self.k]
@@ -264,23 +287,23 @@ class _SlideRows:
                 self.wsum[:, x:x + self.ww] += self.weight
         self.k += 1
         end = self.ys[self.k] if self.k < len(self.ys) else self.ph
-        n = end - y  # rows y..end are final: later windows start at or below `end`
+        n = end - y  # rows y..end are finished: later windows start at or below `end`
         keep = max(0, min(n, self.height - y))  # rows of the image, not of the padding below it
         if keep:
-            self.blocks.append((y, self.acc[:, :keep, : self.width] / self.wsum[None, :keep, : self.width]))
-        if n < self.wh:  # move the rows still open to the top, in place (a copy of only those rows)
-            self.acc[:, : self.wh - n] = self.acc[:, n:].copy()
-            self.wsum[: self.wh - n] = self.wsum[n:].copy()
-        self.acc[:, self.wh - n:] = 0
-        self.wsum[self.wh - n:] = 0
+            band = self.acc[:, :keep, : self.width]
+            band /= self.wsum[None, :keep, : self.width]  # in place: these rows get no more windows
+            self.pieces.append((y, band))
+            self.last_is_band = True
+        self.shift = n
         self.done = min(end, self.height)
 
     def rows(self, lo: int, hi: int) -> np.ndarray:
-        # Forget rows above lo before computing more: a block's tail is copied so that its head is freed.
-        self.blocks = [(y, b) if y >= lo else (lo, b[:, lo - y:].copy()) for y, b in self.blocks if y + b.shape[1] > lo]
+        self.pieces = [(y, b) for y, b in self.pieces if y + b.shape[1] > lo]
+        self.last_is_band = self.last_is_band and bool(self.pieces)
         while self.done < hi:
+            self._move_band(lo)
             self._next_row()
-        parts = [b[:, max(0, lo - y): hi - y] for y, b in self.blocks if y < hi]
+        parts = [b[:, max(0, lo - y): hi - y] for y, b in self.pieces if y < hi]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 

@@ -117,6 +117,7 @@ def _batches(paths: list[Path], batch_size: int, depth: int = 1) -> Iterator[lis
                         break
                     except queue.Full:
                         continue
+                batch = None  # the consumer holds it now: a large photo is not kept alive here too
                 if stop.is_set():
                     return
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, which raises it
