@@ -6,7 +6,7 @@ Oxford-IIIT Pet sample; then whole vs slide vs test-time augmentation at inferen
 
 Runs (each `seglab train --model M --encoder-weights imagenet --recipe finetune` on the sample's trainval, 372
 photos, validated on test, 340):
-  squares   --protocol article: the photos squashed to 128x128 (today's data path until this change)
+  squares   --protocol article --image-size 128: the photos squashed to 128x128 (the data path until issue 17)
   crops     the finetune recipe's own (original) protocol: crops of the photos at their own size (random rescale
             and crop, photometric distortion)
 Every run's best checkpoint is then scored by `seglab eval --protocol original` on the test split at the trimaps'
@@ -39,7 +39,7 @@ from seglab.inference import Geometry, InferenceConfig  # noqa: E402
 from seglab.run import RunDir  # noqa: E402
 from seglab.train import train  # noqa: E402
 
-RUNS = {"squares": {"protocol": "article"}, "crops": {}}
+RUNS = {"squares": {"protocol": "article", "image_size": 128}, "crops": {}}
 MODES = {
     "whole": InferenceConfig(),
     "slide": InferenceConfig(mode="slide"),
@@ -74,7 +74,7 @@ def main() -> None:
     for name in args.runs.split(","):
         extra = RUNS[name]
         run_dir = Path(args.out) / f"{args.model}-{name}"
-        load_start = load_average()
+        load_start = load_average()  # (the finetune recipe's crops are dropped with protocol article: apply_recipe)
         if not args.report_only:
             values = apply_recipe(dict(model=args.model, encoder_weights="imagenet", dataset="oxford-pets",
                                        data_root=args.data_root, epochs=args.epochs, out_dir=str(run_dir.parent),

@@ -398,3 +398,32 @@ def test_geometry_round_trips_through_a_dict():
                  interpolation="bilinear")
     assert Geometry.from_dict(g.to_dict()) == g
     assert Geometry.from_dict({"image_size": 128}) == dataclasses.replace(Geometry(), interpolation="nearest")
+
+
+def test_protocol_article_drops_a_recipes_crops():
+    from seglab.config import apply_recipe
+
+    model = "fpn-efficientnet-lite0"
+    values = apply_recipe({"protocol": "article", "model": model, "crop_size": None}, "segformer")
+    assert values["protocol"] == "article"
+    assert TrainConfig.from_dict(values).geometry().protocol == "article"
+    cfg = TrainConfig.from_dict(apply_recipe({"model": model, "protocol": "article", "image_size": 128}, "finetune"))
+    assert cfg.geometry().protocol == "article" and cfg.crop() == (128, 128)
+    assert TrainConfig.from_dict(apply_recipe({"model": model}, "finetune")).crop() == (256, 256)
+    assert TrainConfig.from_dict(apply_recipe({"model": model, "image_size": 64}, "finetune")).crop() == (64, 64)
+
+
+def test_the_server_runs_every_upload_as_configured(original_checkpoint):
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from seglab.serve.app import create_app
+
+    app = create_app(original_checkpoint, inference=InferenceConfig(mode="slide", flip=True))
+    with TestClient(app) as client:
+        assert client.get("/model").json()["inference"] == "slide (overlap 0.25), tta flip"
+        buf = io.BytesIO()
+        Image.fromarray(photo(50, 70)).save(buf, format="PNG")
+        r = client.post("/predict", files={"file": ("a.png", buf.getvalue(), "image/png")})
+        assert r.status_code == 200, r.text

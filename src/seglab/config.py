@@ -62,13 +62,18 @@ RECIPES: dict[str, dict[str, Any]] = {
     # too) for the first epoch while the new head finds its feet, bilinear resize, batch 16, 5 epochs: a short budget
     # (benchmarks/results/recipe_fpn-efficientnet-lite0_finetune*.md: on the pretrained FPN at 64x64 it ends at 0.789
     # pixel accuracy where 50 `article` epochs reach 0.824; with --epochs 25 it passes that by epoch 9, ends at 0.838).
-    # Since issue 17 on the original protocol: 256x256 crops of the photos at their own size, rescaled 0.5-2.0x,
+    # Since issue 17 on the original protocol: image_size 256, so 256x256 crops (unless --crop-size or --image-size
+    # say otherwise) of the photos at their own size, rescaled 0.5-2.0x,
     # with hue in the photometric distortion (benchmarks/results/resolution_sample.md).
     "finetune": dict(epochs=5, batch_size=16, optimizer="adamw", lr=2e-3, weight_decay=1e-4, scheduler="cosine",
                      warmup_epochs=0.5, encoder_lr_ratio=0.3, freeze_encoder_epochs=1, hflip=0.5, contrast=0.3,
                      brightness=0.2, saturation=0.2, hue=0.05, interpolation="bilinear", protocol="original",
-                     crop_size=[256], scale_range=[0.5, 2.0]),
+                     image_size=256, scale_range=[0.5, 2.0]),
 }
+
+# The original protocol's own options and their values when unset: the article protocol refuses any other value.
+ORIGINAL_ONLY: dict[str, Any] = {"crop_size": None, "base_size": None, "scale_range": [0.5, 2.0], "cat_max_ratio": 1.0,
+                                 "eval_mode": "whole"}
 
 Choices = tuple[str, ...] | Callable[[], Iterable[str]]
 
@@ -274,9 +279,7 @@ class TrainConfig:
     def _check_protocol(self, bad: Callable[[str, str], SeglabError]) -> None:
         """The data path's options: those of the original protocol are refused under the article's."""
         if self.protocol == "article":
-            given = [name for name, unset in (("crop_size", None), ("base_size", None), ("scale_range", [0.5, 2.0]),
-                                              ("cat_max_ratio", 1.0), ("eval_mode", "whole"))
-                     if getattr(self, name) != unset]
+            given = [name for name, unset in ORIGINAL_ONLY.items() if getattr(self, name) != unset]
             if given:
                 raise bad(given[0], "applies to the original protocol (--protocol original); the article protocol "
                                     "resizes every image to IMAGE_SIZE squares")
@@ -447,7 +450,12 @@ def _coerce(key: str, value: Any, hint: Any, source: str) -> Any:
 
 
 def apply_recipe(values: dict[str, Any], recipe: str) -> dict[str, Any]:
-    """The recipe's fields, overridden by `values` (explicit options win)."""
+    """The recipe's fields, overridden by `values` (explicit options win). An explicit `protocol: article` also
+    drops the recipe's options of the original protocol (crops, scales), which the article's path has none of."""
     if recipe not in RECIPES:
         raise SeglabError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
-    return {**RECIPES[recipe], **values, "recipe": recipe}
+    preset = dict(RECIPES[recipe])
+    if values.get("protocol") == "article":
+        for name in ORIGINAL_ONLY:
+            preset.pop(name, None)
+    return {**preset, **values, "recipe": recipe}

@@ -114,9 +114,11 @@ class InferenceConfig:
         return [(s, f) for s in self.scales for f in ((False, True) if self.flip else (False,))]
 
     def describe(self) -> str:
-        tta = ("" if len(self.views) == 1 else
-               f", tta {'flip,' if self.flip else ''}scales={','.join(f'{s:g}' for s in self.scales)}")
-        return f"{self.mode}" + (f" (overlap {self.overlap:g})" if self.mode == "slide" else "") + tta
+        """e.g. "slide (overlap 0.25), tta flip,scales=0.75,1,1.25"."""
+        tta = (["flip"] if self.flip else []) + ([] if self.scales == (1.0,) else
+                                                  [f"scales={','.join(f'{s:g}' for s in self.scales)}"])
+        return (self.mode + (f" (overlap {self.overlap:g})" if self.mode == "slide" else "")
+                + (f", tta {','.join(tta)}" if tta else ""))
 
 
 def parse_tta(text: str | None) -> tuple[bool, tuple[float, ...]]:
