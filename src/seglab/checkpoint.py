@@ -24,6 +24,7 @@ from .models.state_dict import load_state_dict_checked
 
 _OPTIM = "__optim__/"
 _RNG = "__rng__/"
+_TRAIN = "__train__/"  # what only resuming needs: with --ema, the live weights (the model's are the average's)
 FORMAT = "seglab-checkpoint-1"
 CHECKPOINTS_DIR = "checkpoints"  # a run directory's folder of checkpoints (run.py describes the rest of it)
 
@@ -35,8 +36,10 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: Any = None,
     rng: dict[str, torch.Tensor] | None = None,
+    train: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Write a checkpoint atomically. meta must hold the model spec ("model": build_model's seglab_spec)."""
+    """Write a checkpoint atomically. meta must hold the model spec ("model": build_model's seglab_spec); `train`
+    holds tensors only a resumed run reads back (train_state)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     header = dict(meta, format=FORMAT)
     if optimizer is not None:
@@ -52,6 +55,8 @@ def save_checkpoint(
         header["scheduler"] = {k: v for k, v in scheduler.state_dict().items() if not callable(v)}
     for name, value in (rng or {}).items():
         tensors[f"{_RNG}{name}"] = value.contiguous().cpu()
+    for name, value in (train or {}).items():
+        tensors[f"{_TRAIN}{name}"] = value.detach().contiguous().cpu()
     header["crc32"] = _checksum(tensors)
     metadata = {"seglab": json.dumps(header)}
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
@@ -139,7 +144,7 @@ def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
 
 def model_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's own tensors of a checkpoint (no optimizer or RNG entries)."""
-    return {k: v for k, v in tensors.items() if not k.startswith((_OPTIM, _RNG))}
+    return {k: v for k, v in tensors.items() if not k.startswith((_OPTIM, _RNG, _TRAIN))}
 
 
 def load_weights(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | Path = "checkpoint") -> None:
@@ -196,6 +201,11 @@ def restore_optimizer(
     except (ValueError, KeyError, TypeError, AttributeError, RuntimeError) as e:
         raise SeglabError(f"the optimizer state in {path} does not fit this run ({type(e).__name__}: {e}); "
                           "was the run's config.yaml changed?") from None
+
+
+def train_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors saved with save_checkpoint(train=...), by their names."""
+    return {k[len(_TRAIN):]: v for k, v in tensors.items() if k.startswith(_TRAIN)}
 
 
 def rng_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

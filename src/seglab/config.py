@@ -26,18 +26,20 @@ from .inference import MODES, PROTOCOLS, Geometry
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("step", "cosine", "onecycle", "poly", "none")
 AMP_MODES = ("auto", "bf16", "off")
+BEST_METRICS = ("miou", "pixel_accuracy", "article_iou", "val_loss")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 RECIPES: dict[str, dict[str, Any]] = {
     # The authors' notebook (Part 4): batch 64, Adam 4e-4, StepLR(12, 0.8) per epoch, 50 epochs, flip + contrast 0.3.
     "article": dict(epochs=50, batch_size=64, optimizer="adam", lr=4e-4, weight_decay=0.0, scheduler="step",
-                    step_size=12, gamma=0.8, warmup_epochs=0.0, hflip=0.5, contrast=0.3, interpolation="nearest"),
+                    step_size=12, gamma=0.8, warmup_epochs=0.0, hflip=0.5, contrast=0.3, interpolation="nearest",
+                    best_metric="pixel_accuracy"),
     # The series' CNN, Part 2: Adam 1e-3, StepLR(7, 0.7), 20 epochs.
     "segnet-part2": dict(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, scheduler="step", step_size=7,
-                         gamma=0.7, hflip=0.5, contrast=0.3, interpolation="nearest"),
+                         gamma=0.7, hflip=0.5, contrast=0.3, interpolation="nearest", best_metric="pixel_accuracy"),
     # Part 3 (depthwise-separable CNN): Adam 1e-3, no scheduler, 20 epochs.
     "segnet-part3": dict(epochs=20, batch_size=64, optimizer="adam", lr=1e-3, scheduler="none", hflip=0.5,
-                         contrast=0.3, interpolation="nearest"),
+                         contrast=0.3, interpolation="nearest", best_metric="pixel_accuracy"),
     # SegFormer's own recipe (AdamW, poly decay, warm-up), with a learning rate that works from scratch.
     "segformer": dict(optimizer="adamw", lr=6e-4, weight_decay=0.01, scheduler="poly", warmup_epochs=2.0,
                       batch_size=32, interpolation="bilinear", protocol="original"),
@@ -216,6 +218,13 @@ class TrainConfig:
                                      low=0, high=1, low_open=True)
     freeze_encoder_epochs: int = option(0, "keep the encoder frozen (no gradients, BatchNorm statistics fixed) "
                                            "for the first N epochs", low=0)
+    accumulate: int = option(1, "micro-batches of BATCH_SIZE per optimizer step: the effective batch is BATCH_SIZE x "
+                                "N (under torchrun, gradients synchronise on the last micro-batch only)", low=1)
+    clip_grad_norm: float = option(0.0, "clip the gradients' global L2 norm to this before every optimizer step "
+                                        "(0: off)", low=0)
+    ema: float = option(0.0, "keep an exponential moving average of the weights (and BatchNorm statistics) with "
+                             "this decay, e.g. 0.999; it is what is evaluated and saved as best/last (0: off)",
+                        low=0, high=1)
     loss: str = option("ce", "the training loss: ce (cross-entropy, the article's), dice, focal, jaccard (the "
                              "article notebook's IoU loss), ce+dice", choices=_losses)
     class_weights: str = option("none", "per-class loss weights: none, auto (median frequency balancing of the "
@@ -232,6 +241,13 @@ class TrainConfig:
     rot90: float = option(0.0, "probability of 1-3 quarter turns of image and mask (square crops only)", low=0,
                           high=1)
     blur: float = option(0.0, "probability of a Gaussian blur of the image (sigma 0.1-2.0)", low=0, high=1)
+    # evaluation and stopping
+    eval_every: int = option(1, "evaluate every N epochs (the figure, best checkpoint and early stopping follow); "
+                                "the last epoch always", low=1)
+    best_metric: str = option("miou", "the validation metric that picks best.safetensors and early stopping "
+                                      "(val_loss: lower is better); the article's recipes: pixel_accuracy",
+                              choices=BEST_METRICS)
+    early_stop: int = option(0, "stop when BEST_METRIC has not improved for this many evaluations (0: off)", low=0)
     # running
     seed: int = option(0, "seeds everything: the same config and seed give the same metrics on a CPU",
                        low=0, high=2**63 - 1)
@@ -239,6 +255,12 @@ class TrainConfig:
                          choices=DEVICES, pattern=(r"cuda:\d+", "cuda:N"))
     amp: str = option("auto", "bf16 autocast: auto = on CUDA only; bf16 = everywhere; off", choices=AMP_MODES)
     compile: bool = option(False, "torch.compile the model")
+    log: str = option("none", "experiment tracking besides metrics.csv: tensorboard (event files in "
+                              "RUN_DIR/tensorboard), mlflow (to --mlflow-uri), or tensorboard,mlflow",
+                      choices=("none", "tensorboard", "mlflow"),
+                      pattern=(r"(tensorboard|mlflow),(tensorboard|mlflow)", "tensorboard,mlflow"))
+    mlflow_uri: str | None = option(None, "--log mlflow: the tracking URI, e.g. http://host:5000 (unset: a local "
+                                          "SQLite store ./mlflow.db, artifacts in ./mlartifacts)")
     out_dir: str = option("runs", "the folder that run directories are made in")
     run_name: str | None = option(None, "the run directory's name inside out_dir (unset: MODEL-DATASET-TIME)")
     num_vis: int = option(21, "fixed validation images drawn each epoch (the article: 21, 7 per row)", low=0)
@@ -286,6 +308,8 @@ class TrainConfig:
         lo, hi = self.scale_range
         if lo > hi:
             raise bad("scale_range", f"out of order: LO {lo:g} is above HI {hi:g}")
+        if self.ema >= 1:
+            raise bad("ema", "must be below 1 (a decay of 1 never moves from the first weights); 0.999 is usual")
         if self.overlap >= 1:
             raise bad("overlap", "must be in [0, 1): windows that overlap completely never move")
         h, w = self.crop()

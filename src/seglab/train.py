@@ -19,6 +19,7 @@ dropout — so a run resumed at an epoch boundary replays exactly what an uninte
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -30,10 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import distributed as dist
-from .checkpoint import load_weights, read_checkpoint, restore_optimizer, save_checkpoint
+from .checkpoint import load_weights, model_state, read_checkpoint, restore_optimizer, save_checkpoint, train_state
 from .config import TrainConfig
 from .data import ImageStore, SegmentationDataset
 from .data.augment import AugmentConfig, augment_batch, to_float
@@ -48,6 +50,7 @@ from .losses import LossFn, build_loss
 from .metrics import IGNORE_INDEX, per_class_line
 from .models import build_model
 from .run import RunDir, numeric, start_line
+from .tracking import Tracker, make_trackers
 from .viz import grid_image, save_curves, save_gif
 
 
@@ -214,18 +217,61 @@ def train_step(
 ) -> torch.Tensor:
     """One optimizer step on a batch: images (B, 3, H, W) float, masks (B, H, W) int64 -> the loss (detached).
 
-    The forward pass runs under autocast_for(device, amp); the loss is computed in float32. Gradient clipping
-    belongs between backward() and step(). benchmarks/ time this function itself.
+    The forward pass runs under autocast_for(device, amp); the loss is computed in float32. benchmarks/ time this
+    function itself; optimizer_step is the same with gradient accumulation and clipping.
     """
-    if channels_last:
-        images = images.contiguous(memory_format=torch.channels_last)
-    with autocast_for(device, amp):
-        logits = model(images)  # (B, C, H, W)
-    loss = loss_fn(logits.float(), masks)
+    return optimizer_step(model, optimizer, [(images, masks)], loss_fn, device, amp, channels_last)
+
+
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    loss_fn: LossFn,
+    device: torch.device,
+    amp: str = "auto",
+    channels_last: bool = False,
+    clip_grad_norm: float = 0.0,
+) -> torch.Tensor:
+    """One optimizer step over micro-batches [(images (b, 3, H, W), masks (b, H, W)), ...] -> the step's loss.
+
+    Each micro-batch's loss is weighted by its share of the step's images, so N micro-batches of B images step as
+    one batch of N x B does (exactly so for a per-image mean loss; cross-entropy's per-pixel mean matches when the
+    images have the same number of labelled pixels). Under DDP the gradients are all-reduced on the last
+    micro-batch only. clip_grad_norm > 0 clips the gradients' global L2 norm between backward() and step().
+    """
+    total = sum(len(x) for x, _ in micro_batches)
+    ddp = getattr(model, "_orig_mod", model)  # torch.compile wraps the DDP module
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    loss_sum = torch.zeros((), device=device)
+    for i, (images, masks) in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or not isinstance(ddp, nn.parallel.DistributedDataParallel) \
+            else ddp.no_sync()
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with sync:
+            with autocast_for(device, amp):
+                logits = model(images)  # (b, C, H, W)
+            loss = loss_fn(logits.float(), masks) * (len(images) / total)
+            loss.backward()
+        loss_sum += loss.detach()
+    if clip_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad_norm)
     optimizer.step()
-    return loss.detach()
+    return loss_sum
+
+
+def make_ema(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
+    """An exponential moving average of the model's weights and buffers (BatchNorm statistics too), or None."""
+    if cfg.ema <= 0:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+
+
+def score_of(row: dict[str, Any], metric: str) -> float:
+    """The value of cfg.best_metric in a metrics row, signed so that higher is better."""
+    return -float(row["val_loss"]) if metric == "val_loss" else float(row[metric])
 
 
 @dataclass
@@ -253,13 +299,24 @@ class _Run:
     vis_images: list[np.ndarray] = field(default_factory=list)  # original protocol: those images (h, w, 3) uint8
     warnings: list[str] = field(default_factory=list)  # from the pre-flight checks, logged once
     run_dir: RunDir = RunDir(Path())
+    ema: AveragedModel | None = None  # the moving average of the weights, with --ema
     start_epoch: int = 0
-    best: float = -math.inf
+    best: float = -math.inf  # the best score_of(best_metric) so far
+    stale: int = 0  # evaluations since the best one (early stopping)
+    stopped: bool = False
+    trackers: list[Tracker] = field(default_factory=list)  # --log: TensorBoard, MLflow (rank 0)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def world(self) -> int:
         return dist.world_size()
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """What is evaluated, drawn and saved as the model: the moving average with --ema, else the model."""
+        if self.ema is not None:
+            return self.ema.module
+        return self.raw_model if not self.cfg.compile else self.model
 
     @property
     def quiet(self) -> bool:
@@ -285,6 +342,8 @@ def train(config: TrainConfig | None = None, resume: str | Path | None = None) -
     for epoch in range(run.start_epoch, cfg.epochs):
         stats = _one_epoch(run, epoch)
         _end_of_epoch(run, epoch, stats)
+        if run.stopped:
+            break
     return _finish(run)
 
 
@@ -339,14 +398,14 @@ def _build(cfg: TrainConfig, resuming: bool) -> _Run:
 
     per_rank_batch = cfg.batch_size // world
     per_rank_samples = math.ceil(len(train_ds) / world)
-    steps_per_epoch = math.ceil(per_rank_samples / per_rank_batch)
+    steps_per_epoch = math.ceil(per_rank_samples / (per_rank_batch * cfg.accumulate))
     optimizer = make_optimizer(cfg, raw_model, device)
     scheduler, per_step = _make_scheduler(cfg, optimizer, steps_per_epoch)
     n_vis = min(cfg.num_vis, len(val_ds))
     common = dict(cfg=cfg, device=device, train_ds=train_ds, val_ds=val_ds, raw_model=raw_model, model=model,
                   optimizer=optimizer, scheduler=scheduler, per_step=per_step, loss_fn=make_loss(cfg, train_ds),
                   warnings=warnings, channels_last=channels_last, per_rank_batch=per_rank_batch,
-                  per_rank_samples=per_rank_samples, steps_per_epoch=steps_per_epoch)
+                  per_rank_samples=per_rank_samples, steps_per_epoch=steps_per_epoch, ema=make_ema(cfg, raw_model))
     if isinstance(train_ds, ImageStore):  # crops are cut per batch; the figure shows squares of the first images
         vis_images = [np.ascontiguousarray(val_ds.image(i).transpose(1, 2, 0)) for i in range(n_vis)]
         vis_x, vis_y = _squares(vis_images, [val_ds.mask(i) for i in range(n_vis)], cfg.image_size)
@@ -375,11 +434,18 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
         last = run.run_dir.checkpoint("last")
         if last.exists():
             tensors, header = read_checkpoint(last)
-            load_weights(run.raw_model, tensors, last)
+            saved = train_state(tensors)
+            if run.ema is not None:  # the checkpoint's model is the average; the live weights are kept beside it
+                run.ema.module.load_state_dict(model_state(tensors))
+                run.ema.n_averaged.copy_(saved.pop("n_averaged"))
+                load_weights(run.raw_model, saved, last)
+            else:
+                load_weights(run.raw_model, tensors, last)
             restore_optimizer(run.optimizer, tensors, header, last)
             run.scheduler.load_state_dict(header["scheduler"])
             run.start_epoch = int(header["epoch"])
             run.best = float(header.get("best", -math.inf))
+            run.stale = int(header.get("stale", 0))
         # else: stopped before its first checkpoint: start again from epoch 0 in the same directory
         run.run_dir.make_folders()
         if dist.is_main():
@@ -392,6 +458,8 @@ def _restore(run: _Run, resume: str | Path | None) -> None:
         if dist.is_main():
             cfg.to_yaml(run.run_dir.config_path)
     run.history = run.run_dir.read_metrics() if dist.is_main() else []
+    if dist.is_main():
+        run.trackers = make_trackers(cfg.log, run.run_dir.path, dataclasses.asdict(cfg), cfg.mlflow_uri)
 
     train_ds, val_ds = run.train_ds, run.val_ds
     if train_ds.skipped or val_ds.skipped:  # reported in train.log too, so a --quiet run keeps the record
@@ -445,13 +513,21 @@ def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
     steps, batch = run.steps_per_epoch, run.per_rank_batch
     bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=run.quiet, leave=False)
     for step in bar:
-        b = order[step * batch:(step + 1) * batch]
-        if crops is None:
-            x, y = augment_batch(images[b], masks[b], aug, aug_gen)  # (B, 3, H, W), (B, H, W)
-        else:
-            x, y = crop_batch(run.train_ds, b.tolist(), crops, crop_gen, device)  # (B, 3, h, w) float, (B, h, w)
-            x, y = augment_batch(x, y, aug, aug_gen)
-        loss = train_step(run.model, run.optimizer, x, y, run.loss_fn, device, cfg.amp, run.channels_last)
+        micro = []
+        for m in range(cfg.accumulate):  # --accumulate N: N micro-batches of BATCH_SIZE per optimizer step
+            first = (step * cfg.accumulate + m) * batch
+            b = order[first:first + batch]
+            if not len(b):
+                break
+            if crops is None:
+                micro.append(augment_batch(images[b], masks[b], aug, aug_gen))  # (B, 3, H, W), (B, H, W)
+            else:
+                x, y = crop_batch(run.train_ds, b.tolist(), crops, crop_gen, device)  # (B, 3, h, w), (B, h, w)
+                micro.append(augment_batch(x, y, aug, aug_gen))
+        loss = optimizer_step(run.model, run.optimizer, micro, run.loss_fn, device, cfg.amp, run.channels_last,
+                              cfg.clip_grad_norm)
+        if run.ema is not None:
+            run.ema.update_parameters(run.raw_model)
         if run.per_step:
             run.scheduler.step()
         loss_sum += loss
@@ -474,52 +550,69 @@ def _one_epoch(run: _Run, epoch: int) -> dict[str, float]:
 
 
 def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
-    """Evaluate, then (rank 0) append the metrics row, draw the figure and write the checkpoints; log a line."""
+    """Evaluate (every eval_every epochs and the last), then (rank 0) append the metrics row, draw the figure and
+    write the checkpoints; log a line; stop the run when best_metric has not improved for early_stop evaluations."""
     cfg, raw_model, train_ds, val_ds = run.cfg, run.raw_model, run.train_ds, run.val_ds
-    dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
-    custom = run.loss_fn if (cfg.loss != "ce" or cfg.class_weights != "none") else None
-    val = evaluate(raw_model if not cfg.compile else run.model, val_ds, cfg.eval_batch_size, run.device, cfg.amp,
-                   run.quiet, loss_fn=custom, geometry=cfg.geometry(), inference=_inference_config(cfg))
-    cm = val.matrix
     seconds = time.perf_counter() - stats["t0"]
-    row: dict[str, Any] = {
-        "epoch": epoch + 1,
-        "train_loss": stats["train_loss"],
-        "val_loss": val.pop("loss"),
-        **val,
-        "lr": stats["lr"],
-        "seconds": seconds,
-        "images_per_s": len(train_ds) / stats["train_seconds"],
-        "protocol": val.protocol,
-    }
-    improved = row["miou"] > run.best
-    run.best = max(run.best, row["miou"])
+    row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": stats["train_loss"]}
+    due = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+    model = run.evaluated
+    improved = False
+    if due:
+        dist.broadcast_buffers(raw_model)  # every rank evaluates with rank 0's BatchNorm statistics
+        custom = run.loss_fn if (cfg.loss != "ce" or cfg.class_weights != "none") else None
+        val = evaluate(model, val_ds, cfg.eval_batch_size, run.device, cfg.amp, run.quiet, loss_fn=custom,
+                       geometry=cfg.geometry(), inference=_inference_config(cfg))
+        row.update({"val_loss": val.pop("loss"), **val})
+        seconds = time.perf_counter() - stats["t0"]
+        score = score_of(row, cfg.best_metric)
+        improved = score > run.best
+        run.best, run.stale = (score, 0) if improved else (run.best, run.stale + 1)
+    row.update({"lr": stats["lr"], "seconds": seconds, "images_per_s": len(train_ds) / stats["train_seconds"],
+                "protocol": val.protocol if due else ""})
     if dist.is_main():
         run.history.append({k: _fmt(v) for k, v in row.items()})
         run.run_dir.write_metrics(run.history)
-        if len(run.vis_x):  # --num-vis 0 draws no grid (and so no progress GIF)
+        if due and len(run.vis_x):  # --num-vis 0 draws no grid (and so no progress GIF)
             with torch.inference_mode():
-                raw_model.eval()
+                model.eval()
                 if run.vis_images:  # predicted at their own size as validation does, shown as squares
-                    masks = segment(run.vis_images, torch_forward(raw_model, run.device, cfg.amp), cfg.geometry(),
+                    masks = segment(run.vis_images, torch_forward(model, run.device, cfg.amp), cfg.geometry(),
                                     _inference_config(cfg))
                     pred = _squares(run.vis_images, masks, cfg.image_size)[1]
                 else:
-                    pred = raw_model(run.vis_x).argmax(1).cpu()
+                    pred = model(run.vis_x).argmax(1).cpu()
             figure = grid_image(run.vis_x.cpu(), run.vis_y, pred, train_ds.num_classes, title=f"epoch {epoch + 1}")
             figure.save(run.run_dir.figures / f"epoch_{epoch + 1:03d}.png")
-        meta = {"model": raw_model.seglab_spec, "epoch": epoch + 1, "best": run.best,
-                "metrics": numeric(row), "class_names": list(train_ds.class_names),
+            for tracker in run.trackers:
+                tracker.log_figure(figure, epoch + 1)
+        for tracker in run.trackers:
+            tracker.log_epoch(row, epoch + 1)
+        meta = {"model": raw_model.seglab_spec, "epoch": epoch + 1, "best": run.best, "stale": run.stale,
+                "best_metric": cfg.best_metric, "metrics": numeric(row), "class_names": list(train_ds.class_names),
                 "image_size": cfg.image_size, "interpolation": cfg.interpolation, "geometry": cfg.geometry().to_dict()}
-        write_confusion(cm, train_ds.class_names, run.run_dir.path, f"{val_ds.split}, epoch {epoch + 1}")
-        save_checkpoint(run.run_dir.checkpoint("last"), raw_model, meta, run.optimizer, run.scheduler)
+        saved = model if run.ema is not None else raw_model  # with --ema the average is the model
+        live = None
+        if run.ema is not None:  # what resuming needs besides: the live weights and how many steps were averaged
+            live = {**{k: v for k, v in raw_model.state_dict().items()}, "n_averaged": run.ema.n_averaged}
+        if due:
+            write_confusion(val.matrix, train_ds.class_names, run.run_dir.path, f"{val_ds.split}, epoch {epoch + 1}")
+        save_checkpoint(run.run_dir.checkpoint("last"), saved, meta, run.optimizer, run.scheduler, train=live)
         if improved:
-            save_checkpoint(run.run_dir.checkpoint("best"), raw_model, meta)
-    article = f"IoU(article) {row['article_iou']:.4f}, " if "article_iou" in row else ""
-    run.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
-            f"pixel acc {row['pixel_accuracy']:.4f}, {article}mIoU {row['miou']:.4f}, lr {row['lr']:.3g}, "
-            f"{seconds:.1f}s, {row['images_per_s']:.1f} img/s; scored: {val.protocol}")
-    run.log(f"  {val_ds.split} {per_class_line(row, train_ds.class_names)}")
+            save_checkpoint(run.run_dir.checkpoint("best"), saved, meta)
+    if due:
+        article = f"IoU(article) {row['article_iou']:.4f}, " if "article_iou" in row else ""
+        run.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}, "
+                f"pixel acc {row['pixel_accuracy']:.4f}, {article}mIoU {row['miou']:.4f}, lr {row['lr']:.3g}, "
+                f"{seconds:.1f}s, {row['images_per_s']:.1f} img/s; scored: {val.protocol}")
+        run.log(f"  {val_ds.split} {per_class_line(row, train_ds.class_names)}")
+    else:
+        run.log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {row['train_loss']:.4f}, lr {row['lr']:.3g}, "
+                f"{seconds:.1f}s, {row['images_per_s']:.1f} img/s (evaluated every {cfg.eval_every} epochs)")
+    if cfg.early_stop and run.stale >= cfg.early_stop and epoch + 1 < cfg.epochs:
+        run.stopped = True
+        run.log(f"early stop after epoch {epoch + 1}: {cfg.best_metric} has not improved for {run.stale} "
+                f"evaluation(s) (--early-stop {cfg.early_stop}); best.safetensors holds the best")
     dist.barrier()
 
 
@@ -531,7 +624,11 @@ def _finish(run: _Run) -> TrainResult:
         save_gif(sorted(figures.glob("epoch_*.png")), figures / "progress.gif")
         if run.history:
             save_curves(run.history, figures / "curves.png")
-    final = numeric(run.history[-1]) if run.history else {}
+    evaluated = [r for r in run.history if r.get("val_loss") not in ("", None)]
+    final = numeric(evaluated[-1]) if evaluated else {}
+    for tracker in run.trackers:
+        tracker.finish(dataclasses.asdict(run.cfg), final,
+                       [run.run_dir.checkpoint("best"), figures / "curves.png", figures / "progress.gif"])
     if dist.is_distributed():
         box = [final]
         torch.distributed.broadcast_object_list(box, src=0)

@@ -88,13 +88,15 @@ def save_curves(rows: list[dict[str, float]], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     epochs = [int(r["epoch"]) for r in rows]
+    scored = [r for r in rows if r.get("val_loss") not in ("", None)]  # --eval-every N leaves epochs unscored
+    at = [int(r["epoch"]) for r in scored]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     a.plot(epochs, [float(r["train_loss"]) for r in rows], label="train loss")
-    a.plot(epochs, [float(r["val_loss"]) for r in rows], label="val loss")
+    a.plot(at, [float(r["val_loss"]) for r in scored], label="val loss")
     a.set_xlabel("epoch")
     a.legend()
-    b.plot(epochs, [float(r["pixel_accuracy"]) for r in rows], label="pixel accuracy")
-    b.plot(epochs, [float(r["miou"]) for r in rows], label="mIoU")
+    b.plot(at, [float(r["pixel_accuracy"]) for r in scored], label="pixel accuracy")
+    b.plot(at, [float(r["miou"]) for r in scored], label="mIoU")
     b.set_xlabel("epoch")
     b.legend()
     fig.tight_layout()
