@@ -427,3 +427,13 @@ def test_the_server_runs_every_upload_as_configured(original_checkpoint):
         Image.fromarray(photo(50, 70)).save(buf, format="PNG")
         r = client.post("/predict", files={"file": ("a.png", buf.getvalue(), "image/png")})
         assert r.status_code == 200, r.text
+
+
+def test_slide_says_how_many_images_fit_in_one_window(original_checkpoint, tmp_path, capsys):
+    Image.fromarray(photo(20, 24)).save(tmp_path / "small.png")
+    Image.fromarray(photo(70, 90)).save(tmp_path / "large.png")
+    assert cli.main(["predict", str(original_checkpoint), str(tmp_path / "small.png"), str(tmp_path / "large.png"),
+                     "--out", str(tmp_path / "o"), "--mode", "slide", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 image(s) fit in one 32x32 window at the training scale: padded to it and run once" in out
+    assert np.asarray(Image.open(tmp_path / "o" / "small_mask.png")).shape == (20, 24)

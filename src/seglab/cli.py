@@ -302,6 +302,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                       mode=args.mode, overlap=args.overlap, tta=args.tta)
     existing = f" ({results.existing} already there, left as they were)" if args.skip_existing else ""
     print(f"wrote {results.count} mask(s) and overlay(s) to {args.out}{existing}")
+    if results.smaller_than_window:
+        g = results.window
+        print(f"note: {results.smaller_than_window} image(s) fit in one {g[0]}x{g[1]} window at the training scale: "
+              "padded to it and run once (--mode whole does the same without the padding)")
     if results.skipped:
         print(f"skipped {len(results.skipped)} bad file(s):")
         for path, why in results.skipped:

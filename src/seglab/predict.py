@@ -41,7 +41,8 @@ class Prediction:
 class Predictions(list):
     """What predict() returns: the Prediction of each image when kept (keep=True), and always .count (images
     predicted by this process), .skipped ((path, reason) of files left out by skip_bad) and .existing (inputs
-    whose outputs were already there, with skip_existing)."""
+    whose outputs were already there, with skip_existing) and .smaller_than_window (slide: images that fit in one
+    window, padded to it and run once, which is what whole mode would do)."""
 
     skipped: list[tuple[str, str]]
 
@@ -50,6 +51,8 @@ class Predictions(list):
         self.skipped = list(skipped or [])
         self.count = 0
         self.existing = 0
+        self.smaller_than_window = 0  # slide mode: images that fit in one window (padded to it, run once)
+        self.window: tuple[int, int] | None = None  # the slide window (H, W) of the model
 
 
 def _expand(inputs: Iterable[str | Path]) -> list[Path]:
@@ -203,6 +206,7 @@ def predict(
             raise SeglabError(f"cannot create the output folder {out_dir} ({e}); choose another --out") from None
     paths, rank, world, joined = _shard(paths, segmenter)
     results = Predictions()
+    results.window = segmenter.geometry.window
     if skip_existing:
         todo = [p for p in paths if not all(o.exists() for o in _outputs(out_dir, p))]
         results.existing = len(paths) - len(todo)
@@ -235,6 +239,10 @@ def predict(
                     _save(Image.fromarray(mask), mask_path, results.count)
                     _save(overlay(array, mask, num_classes), overlay_path, results.count)
                 results.count += 1
+                if mode == "slide":
+                    vh, vw = segmenter.geometry.view_size(*array.shape[:2])
+                    wh, ww = segmenter.geometry.window
+                    results.smaller_than_window += vh <= wh and vw <= ww
                 if keep:
                     results.append(Prediction(p, mask, im))
             bar.update(n_batch)
