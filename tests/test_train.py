@@ -85,12 +85,18 @@ def test_resume_matches_uninterrupted(tmp_path):
             == [{k: r[k] for k in key} for r in rows(full.run_dir)])
 
 
-def test_resume_after_sigkill(tmp_path):
-    """A real process killed with SIGKILL mid-run, resumed from the command line, ends like an uninterrupted run."""
+ORIGINAL_PROTOCOL = ["--protocol", "original", "--crop-size", "24", "--scale-range", "0.5,1.5", "--cat-max-ratio",
+                     "0.9", "--hue", "0.05", "--vflip", "0.5", "--rot90", "0.5", "--blur", "0.3"]
+
+
+@pytest.mark.parametrize("data_path", [[], ORIGINAL_PROTOCOL], ids=["article", "original-crops-augmentations"])
+def test_resume_after_sigkill(tmp_path, data_path):
+    """A real process killed with SIGKILL mid-run, resumed from the command line, ends like an uninterrupted run;
+    also with crops of images at their own size and the augmentations beyond the article's."""
     args = ["train", "--dataset", "synthetic", "--image-size", "32", "--train-samples", "96", "--val-samples", "8",
             "--epochs", "4", "--batch-size", "8", "--lr", "0.002", "--num-vis", "4", "--quiet",
             "-O", "patch_size=8", "-O", "embed_size=32", "-O", "num_blocks=1", "-O", "num_heads=2",
-            "--out-dir", str(tmp_path / "runs")]
+            "--out-dir", str(tmp_path / "runs"), *data_path]
     assert cli.main(args + ["--run-name", "full"]) == 0
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen([sys.executable, "-m", "seglab.cli", *args, "--run-name", "killed"], env=env,
