@@ -294,6 +294,8 @@ class TrainConfig:
                                           or ".." in Path(self.run_name).parts):
             raise bad("run_name", "must be a folder name inside out_dir")
         self._check_protocol(bad)
+        if self.ema >= 1:
+            raise bad("ema", "must be below 1 (a decay of 1 never moves from the first weights); 0.999 is usual")
         if self.scheduler == "onecycle" and self.warmup_epochs >= self.epochs:
             raise bad("warmup_epochs", f"must be less than epochs ({self.epochs}) for the onecycle scheduler")
         self._check_model()
@@ -308,8 +310,6 @@ class TrainConfig:
         lo, hi = self.scale_range
         if lo > hi:
             raise bad("scale_range", f"out of order: LO {lo:g} is above HI {hi:g}")
-        if self.ema >= 1:
-            raise bad("ema", "must be below 1 (a decay of 1 never moves from the first weights); 0.999 is usual")
         if self.overlap >= 1:
             raise bad("overlap", "must be in [0, 1): windows that overlap completely never move")
         h, w = self.crop()

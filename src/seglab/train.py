@@ -39,6 +39,7 @@ from .checkpoint import load_weights, model_state, read_checkpoint, restore_opti
 from .config import TrainConfig
 from .data import ImageStore, SegmentationDataset
 from .data.augment import AugmentConfig, augment_batch, to_float
+from .data.cache import resize_pair
 from .data.checks import check_splits
 from .data.crops import CropConfig, crop_batch, largest_crop_fits
 from .device import autocast_for, resolve_device
@@ -418,9 +419,9 @@ def _squares(images: list[np.ndarray], masks: list[np.ndarray], side: int) -> tu
     """Images (h, w, 3) uint8 and masks (h, w) of any sizes -> float (V, 3, S, S) and int64 (V, S, S), for a grid."""
     from PIL import Image
 
-    x = [torch.from_numpy(np.array(Image.fromarray(im).resize((side, side), Image.Resampling.BILINEAR)))
-         .permute(2, 0, 1) for im in images]
-    y = [torch.from_numpy(np.array(Image.fromarray(m).resize((side, side), Image.Resampling.NEAREST))) for m in masks]
+    pairs = [resize_pair(Image.fromarray(im), m, (side, side), "bilinear") for im, m in zip(images, masks)]
+    x = [torch.from_numpy(np.array(im)).permute(2, 0, 1) for im, _ in pairs]
+    y = [torch.from_numpy(np.array(m)) for _, m in pairs]
     if not x:
         return torch.zeros(0, 3, side, side), torch.zeros(0, side, side, dtype=torch.long)
     return to_float(torch.stack(x)), torch.stack(y).long()
@@ -594,7 +595,7 @@ def _end_of_epoch(run: _Run, epoch: int, stats: dict[str, float]) -> None:
         saved = model if run.ema is not None else raw_model  # with --ema the average is the model
         live = None
         if run.ema is not None:  # what resuming needs besides: the live weights and how many steps were averaged
-            live = {**{k: v for k, v in raw_model.state_dict().items()}, "n_averaged": run.ema.n_averaged}
+            live = {**raw_model.state_dict(), "n_averaged": run.ema.n_averaged}
         if due:
             write_confusion(val.matrix, train_ds.class_names, run.run_dir.path, f"{val_ds.split}, epoch {epoch + 1}")
         save_checkpoint(run.run_dir.checkpoint("last"), saved, meta, run.optimizer, run.scheduler, train=live)
